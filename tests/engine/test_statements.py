@@ -1,0 +1,48 @@
+"""Splitting and classifying SQL with the real PostgreSQL parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_expand.engine.statements import SQLFileError, load_statements, parse_statements
+
+SQL = """-- expand: add the new column
+ALTER TABLE products ADD COLUMN name text;
+
+/* the sync trigger; its body holds semicolons */
+CREATE FUNCTION sync_name() RETURNS trigger AS $$
+BEGIN NEW.name := NEW.title; RETURN NEW; END;
+$$ LANGUAGE plpgsql;
+CREATE INDEX CONCURRENTLY idx_products_name ON products (name);
+DROP INDEX CONCURRENTLY IF EXISTS idx_old;
+REINDEX (CONCURRENTLY) INDEX idx_products_name;
+CREATE INDEX idx_plain ON products (title)
+"""
+
+
+def test_split_lines_and_concurrency() -> None:
+    stmts = parse_statements(SQL, source="expand.sql")
+    assert [s.line for s in stmts] == [2, 5, 8, 9, 10, 11]
+    assert [s.concurrently for s in stmts] == [False, False, True, True, True, False]
+    assert stmts[1].sql.startswith("CREATE FUNCTION sync_name()") and stmts[1].sql.endswith("plpgsql")
+    assert stmts[0].kind == "AlterTableStmt" and stmts[0].where == "expand.sql:2"
+    assert stmts[-1].sql == "CREATE INDEX idx_plain ON products (title)"
+
+
+def test_syntax_error_names_file_and_line() -> None:
+    with pytest.raises(
+        SQLFileError, match=r"^contract\.sql:3: does not parse: syntax error at or near \"TABL\""
+    ):
+        parse_statements("SELECT 1;\n\nALTER TABL products DROP COLUMN title;\n", source="contract.sql")
+
+
+def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "rollback.sql"
+    with pytest.raises(SQLFileError, match=r"rollback\.sql:0: cannot be read"):
+        load_statements(missing)
+    bad = tmp_path / "expand.sql"
+    bad.write_bytes(b"SELECT '\xff';")
+    with pytest.raises(SQLFileError, match=r"expand\.sql:0: is not UTF-8"):
+        load_statements(bad)
