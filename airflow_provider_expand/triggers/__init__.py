@@ -1,0 +1,1 @@
+"""Airflow triggers of the provider: thin glue over `airflow_provider_expand.engine`."""
