@@ -7,6 +7,7 @@ gets a database and a Redis key prefix of its own, so tests never see each other
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -158,7 +159,7 @@ def airflow_conn(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str) -
         conn_type="redis",
         host=str(r.get("host", "127.0.0.1")),
         port=int(r.get("port", 6379)),
-        extra={"db": int(r.get("db", 0))},
+        extra=json.dumps({"db": int(r.get("db", 0))}),
     )
     monkeypatch.setenv("AIRFLOW_CONN_APP_REDIS", rconn.as_json())
     return {"postgres": "app_db", "redis": "app_redis"}
