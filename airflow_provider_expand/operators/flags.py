@@ -1,0 +1,24 @@
+"""Coercion of templated trigger params: native rendering gives bools and ints, string rendering gives text."""
+
+from __future__ import annotations
+
+
+def as_bool(value: object) -> bool:
+    """``True``/``"True"``/``"true"``/``1`` -> True; ``None``/``"False"``/``""``/``0`` -> False."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off", "", "none"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
+
+
+def as_optional_int(value: object) -> int | None:
+    """An int param that may be unset (``None`` / ``""``), e.g. the ``batch_size`` override."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(str(value))
