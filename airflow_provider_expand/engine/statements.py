@@ -7,6 +7,7 @@ each statement against its phase.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pglast
 from pglast import ast
 from pglast.enums import AlterTableType
 from pglast.parser import ParseError
+from pglast.visitors import Visitor
 
 
 class SQLFileError(ValueError):
@@ -119,3 +121,21 @@ def load_statements(path: Path) -> list[Statement]:
     except UnicodeDecodeError as exc:
         raise SQLFileError(str(path), 0, f"is not UTF-8: {exc}") from exc
     return parse_statements(text, source=path.name)
+
+
+class _RelationCollector(Visitor):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
+        name = f"{node.schemaname}.{node.relname}" if node.schemaname else str(node.relname)
+        if name not in self.names:
+            self.names.append(name)
+
+
+def relations(statements: Sequence[Statement]) -> list[str]:
+    """Every table a phase names, in order of first mention: what its automatic checks look at."""
+    collector = _RelationCollector()
+    for statement in statements:
+        collector(statement.node)
+    return collector.names

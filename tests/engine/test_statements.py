@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_expand.engine.statements import SQLFileError, load_statements, parse_statements
+from airflow_provider_expand.engine.statements import (
+    SQLFileError,
+    load_statements,
+    parse_statements,
+    relations,
+)
 
 SQL = """-- expand: add the new column
 ALTER TABLE products ADD COLUMN name text;
@@ -46,3 +51,12 @@ def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     bad.write_bytes(b"SELECT '\xff';")
     with pytest.raises(SQLFileError, match=r"expand\.sql:0: is not UTF-8"):
         load_statements(bad)
+
+
+def test_relations_in_order_of_mention() -> None:
+    stmts = parse_statements(
+        "ALTER TABLE public.products ADD COLUMN name text;"
+        "CREATE TRIGGER t BEFORE INSERT ON products FOR EACH ROW EXECUTE FUNCTION f();"
+        "CREATE INDEX CONCURRENTLY i ON shops (x); ALTER TABLE public.products DROP COLUMN y;"
+    )
+    assert relations(stmts) == ["public.products", "products", "shops"]
