@@ -128,6 +128,11 @@ class Ledger:
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('airflow_expand:ledger', 0))")
             conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(self.schema)))
 
+    def installed(self, conn: psycopg.Connection) -> bool:
+        """Whether the ledger tables exist (a dry run must not create them)."""
+        row = conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".migrations',)).fetchone()
+        return bool(row and row[0])
+
     # -- migrations ---------------------------------------------------------------------------
 
     def get(self, conn: psycopg.Connection, migration_id: str) -> MigrationRecord | None:

@@ -56,6 +56,18 @@ class Check:
     timeout_seconds: float = 10.0
 
 
+def check_from_mapping(data: Mapping[str, Any]) -> Check:
+    """A check from its spec form (``{name, sql, expect}``, ``{name, rls: {...}, expect}``, ...)."""
+    fields = {k: v for k, v in data.items() if v is not None}
+    rls = fields.pop("rls", None)
+    timeout = fields.pop("timeout", None)
+    if timeout is not None:
+        fields["timeout_seconds"] = (
+            timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
+        )
+    return Check(**fields, rls=RlsProbe(**rls) if rls else None)
+
+
 def _qualified(name: str) -> sql.Composable:
     return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
 

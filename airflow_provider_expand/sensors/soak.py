@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pendulum
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Context
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.soak import ContractWindow, soak_until
+from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 
 
@@ -52,7 +52,7 @@ class SoakSensor(TimeDeltaSensor):
     def _derive_base_time(self, context: Context) -> dt.datetime:
         """The moment the new code went live, from the ledger."""
         ledger = Ledger(self.ledger_schema)
-        with PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn() as conn:
+        with postgres_connector(self.postgres_conn_id)() as conn:
             record = ledger.get(conn, self.migration_id)
         live = record and (record.deployed_at or record.expanded_at)
         if not live:
@@ -94,7 +94,7 @@ class SoakSensor(TimeDeltaSensor):
     def _enter_soak(self, context: Context) -> None:
         """Reaching the soak means the backfills and index builds upstream all succeeded."""
         ledger = Ledger(self.ledger_schema)
-        with PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn() as conn:
+        with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
             ledger.set_phase(conn, self.migration_id, "backfilled")
             ledger.set_phase(conn, self.migration_id, "soaking")

@@ -1,0 +1,113 @@
+"""The DAG's bookends: ``begin`` claims the migration in the ledger, ``done`` marks it completed.
+
+``begin`` is what makes a re-run of a completed migration a no-op (it skips everything downstream) and a
+re-run after a rollback start over (it resets the ledger), while a re-run after a plain failure resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger, Phase
+from airflow_provider_expand.engine.verify import snapshot
+from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.operators.flags import as_bool
+
+
+def _run_id(context: Context) -> str | None:
+    dag_run = context.get("dag_run")
+    return str(dag_run.run_id) if dag_run is not None else None
+
+
+class MigrationGateOperator(BaseOperator):
+    """Claims the migration for this run and returns the RLS state of the tables the expand touches."""
+
+    template_fields: Sequence[str] = ("is_dry_run",)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        migration_id: str,
+        postgres_conn_id: str,
+        tables: Sequence[str] = (),
+        ledger_schema: str = DEFAULT_SCHEMA,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.migration_id = migration_id
+        self.postgres_conn_id = postgres_conn_id
+        self.tables = list(tables)
+        self.ledger_schema = ledger_schema
+        self.is_dry_run = dry_run
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ledger = Ledger(self.ledger_schema)
+        connect = postgres_connector(self.postgres_conn_id)
+        dry_run = as_bool(self.is_dry_run)
+        with connect() as conn:
+            conn.autocommit = True
+            if not dry_run:
+                ledger.ensure(conn)
+            record = ledger.get(conn, self.migration_id) if ledger.installed(conn) else None
+            if record is not None and record.phase == "completed":
+                raise AirflowSkipException(
+                    f"migration {self.migration_id} already completed (contracted at {record.contracted_at}); "
+                    "nothing to do"
+                )
+            if dry_run:
+                self.log.info(
+                    "dry run: ledger phase is %s; nothing recorded", record.phase if record else "absent"
+                )
+            elif record is not None and record.phase == "rolled_back":
+                self.log.info("migration was rolled back at %s: starting over", record.rolled_back_at)
+                ledger.reset(conn, self.migration_id, run_id=_run_id(context))
+            elif record is not None:
+                self.log.info(
+                    "resuming migration from phase %s (earlier run %s)", record.phase, record.run_id
+                )
+                ledger.set_phase(conn, self.migration_id, record.phase, run_id=_run_id(context))  # type: ignore[arg-type]
+            else:
+                ledger.set_phase(
+                    conn, self.migration_id, "pending", dag_id=self.dag_id, run_id=_run_id(context)
+                )
+        before = snapshot(connect, self.tables)
+        self.log.info("RLS state before expand: %s", before.to_json())
+        return before.to_json()
+
+
+class LedgerPhaseOperator(BaseOperator):
+    """Moves the migration to ``phase`` in the ledger (``done`` -> ``completed``)."""
+
+    template_fields: Sequence[str] = ("is_dry_run",)
+
+    def __init__(
+        self,
+        *,
+        migration_id: str,
+        postgres_conn_id: str,
+        phase: Phase,
+        ledger_schema: str = DEFAULT_SCHEMA,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.migration_id = migration_id
+        self.postgres_conn_id = postgres_conn_id
+        self.phase: Phase = phase
+        self.ledger_schema = ledger_schema
+        self.is_dry_run = dry_run
+
+    def execute(self, context: Context) -> None:
+        if as_bool(self.is_dry_run):
+            self.log.info("dry run: would set phase %s", self.phase)
+            return
+        with postgres_connector(self.postgres_conn_id)() as conn:
+            conn.autocommit = True
+            Ledger(self.ledger_schema).set_phase(conn, self.migration_id, self.phase, run_id=_run_id(context))
+        self.log.info("migration %s is now %s", self.migration_id, self.phase)
