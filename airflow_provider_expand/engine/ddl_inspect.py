@@ -1,0 +1,90 @@
+"""What the catalog says about the tables a DDL statement touches, for the runner's logs and clean-up.
+
+Who holds locks on them (the likely reason a try timed out), and which invalid indexes sit on them
+(what a failed ``CREATE INDEX CONCURRENTLY`` leaves behind, to be dropped rather than left or accepted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from pglast import ast
+from pglast.stream import RawStream
+from pglast.visitors import referenced_relations
+
+from .statements import Statement
+
+IndexName = tuple[str, str]  # (schema, name)
+
+
+def lock_holders(conn: psycopg.Connection, stmt: Statement) -> str:
+    """Who holds locks on the relations the statement touches (best effort: a hint for the log)."""
+    names = sorted(referenced_relations(stmt.node))
+    if not names:
+        return "could not tell which lock"
+    try:
+        rows = _holders(conn, names)
+    except psycopg.Error as exc:  # a hint must never hide the error it explains
+        return f"on {', '.join(names)}; could not list the holders: {exc}"
+    if not rows:
+        return f"on {', '.join(names)}; no holder left on it now"
+    return "; ".join(
+        f"{rel} held by pid {pid} ({mode}, {state}, transaction open {age}s: {query!r})"
+        for rel, pid, mode, state, age, query in rows
+    )
+
+
+def _holders(conn: psycopg.Connection, names: list[str]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        """
+        SELECT l.relation::regclass::text, l.pid, l.mode, coalesce(a.state, '?'),
+               coalesce(extract(epoch FROM now() - a.xact_start)::int, 0), left(coalesce(a.query, ''), 80)
+          FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+           AND l.relation IN (SELECT to_regclass(n) FROM unnest(%s::text[]) AS n)
+         ORDER BY a.xact_start NULLS LAST LIMIT 3
+        """,
+        (names,),
+    ).fetchall()
+
+
+_INVALID_INDEXES = """
+SELECT n.nspname, c.relname FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT i.indisvalid AND (
+       i.indrelid IN (SELECT to_regclass(n) FROM unnest(%(names)s::text[]) AS n)
+    OR i.indrelid IN (SELECT x.indrelid FROM pg_index x
+                       WHERE x.indexrelid IN (SELECT to_regclass(n) FROM unnest(%(names)s::text[]) AS n)))
+"""
+
+
+def invalid_indexes(conn: psycopg.Connection, stmt: Statement) -> set[IndexName]:
+    """(schema, name) of invalid indexes on the statement's tables: a failed CONCURRENTLY build leaves one."""
+    names = sorted(referenced_relations(stmt.node))
+    if not names:
+        return set()
+    return {(r[0], r[1]) for r in conn.execute(_INVALID_INDEXES, {"names": names}).fetchall()}
+
+
+def stale_build(conn: psycopg.Connection, stmt: Statement) -> set[IndexName]:
+    """An invalid index already named like the one ``CREATE INDEX CONCURRENTLY`` builds: a crashed try's.
+
+    Left alone it makes the build fail ("already exists"), or with ``IF NOT EXISTS`` silently "succeed".
+    """
+    node = stmt.node
+    if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname and node.relation):
+        return set()
+    rows = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_index i
+          JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE NOT i.indisvalid AND c.relname = %s AND i.indrelid = to_regclass(%s)
+        """,
+        (node.idxname, RawStream()(node.relation)),
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
+
+
+def index_names(indexes: set[IndexName]) -> str:
+    return ", ".join(f"{schema}.{name}" for schema, name in sorted(indexes))
