@@ -133,21 +133,27 @@ class ServerVersion:
 
 def check_server_version(conn: psycopg.Connection[Any], log: logging.Logger) -> ServerVersion:
     """Refuse servers older than 12; warn on 14.0-14.3, whose concurrent index builds could corrupt."""
-    text = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    version = ServerVersion(conn.info.server_version, text)
+    row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None
+    version = ServerVersion(conn.info.server_version, str(row[0]))
+    judge_server_version(version, log, where=f"{conn.info.host}:{conn.info.port}")
+    return version
+
+
+def judge_server_version(version: ServerVersion, log: logging.Logger, *, where: str = "") -> None:
+    """The version rule on its own, so it can be checked for versions no test server runs."""
+    at = f" on {where}" if where else ""
     if version.num < MIN_SERVER_VERSION:
-        raise UnsupportedServerError(
-            f"PostgreSQL {text} on {conn.info.host}:{conn.info.port} is too old: 12 or newer is required"
-        )
+        raise UnsupportedServerError(f"PostgreSQL {version.text}{at} is too old: 12 or newer is required")
     if version.num in CIC_CORRUPTION_VERSIONS:
         log.warning(
-            "server version: PostgreSQL %s; 14.0 to 14.3 can corrupt indexes built CONCURRENTLY: "
+            "server version: PostgreSQL %s%s; 14.0 to 14.3 can corrupt indexes built CONCURRENTLY: "
             "upgrade to 14.4 or later before building indexes",
-            text,
+            version.text,
+            at,
         )
     else:
-        log.info("server version: PostgreSQL %s (ok, >= 12)", text)
-    return version
+        log.info("server version: PostgreSQL %s%s (ok, >= 12)", version.text, at)
 
 
 @dataclass(frozen=True)
