@@ -1,0 +1,62 @@
+"""Rules about indexes: building, dropping or rebuilding one without ``CONCURRENTLY`` blocks every write
+to the table for as long as it takes ('Adăugare Index': ALWAYS use CONCURRENTLY).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pglast import ast
+from pglast.enums import ObjectType
+
+from airflow_provider_expand.engine.lint.context import FileContext, drop_targets, table_name
+from airflow_provider_expand.engine.lint.findings import Rule
+from airflow_provider_expand.engine.statements import Statement
+
+
+def _create_index(statement: Statement, ctx: FileContext) -> Iterator[str]:
+    node = statement.node
+    if isinstance(node, ast.IndexStmt) and not node.concurrent and not ctx.is_new_table(node.relation):
+        name = node.idxname or "an index"
+        yield f"builds {name} on {table_name(node.relation)} without CONCURRENTLY: writes to it wait for the whole build"
+
+
+def _drop_index(statement: Statement, ctx: FileContext) -> Iterator[str]:
+    node = statement.node
+    if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_INDEX and not node.concurrent:
+        names = [name for key in drop_targets(node) if (name := key[1]) and key not in ctx.created]
+        if names:
+            yield f"drops index {', '.join(names)} without CONCURRENTLY: it waits for, then blocks, every query"
+
+
+def _reindex(statement: Statement, ctx: FileContext) -> Iterator[str]:
+    node = statement.node
+    if isinstance(node, ast.ReindexStmt) and not statement.concurrently:
+        yield "REINDEX without CONCURRENTLY locks out writes (and reads using the index) until it ends"
+
+
+def _if_not_exists(statement: Statement, ctx: FileContext) -> Iterator[str]:
+    node = statement.node
+    if isinstance(node, ast.IndexStmt) and node.concurrent and node.if_not_exists:
+        yield (
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {node.idxname} accepts an INVALID index left by a failed "
+            "build and reports success"
+        )
+
+
+CREATE_INDEX = Rule(
+    "EX201",
+    "create-index-blocking",
+    "CREATE INDEX CONCURRENTLY, or list it under indexes: in migration.yaml (built concurrently, checked valid)",
+    _create_index,
+)
+DROP_INDEX = Rule("EX202", "drop-index-blocking", "DROP INDEX CONCURRENTLY", _drop_index)
+REINDEX = Rule("EX203", "reindex-blocking", "REINDEX (CONCURRENTLY) ...", _reindex)
+CONCURRENT_IF_NOT_EXISTS = Rule(
+    "EX204",
+    "index-if-not-exists",
+    "list it under indexes: in migration.yaml: the index step checks pg_index.indisvalid and rebuilds",
+    _if_not_exists,
+)
+
+RULES = (CREATE_INDEX, DROP_INDEX, REINDEX, CONCURRENT_IF_NOT_EXISTS)
