@@ -6,6 +6,7 @@ cron producers, which Redis alone cannot reach. Only the standard library: one P
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -39,6 +40,23 @@ def validate_admin_url(url: str, what: str) -> str:
     return url
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """urllib does not read user:password from a URL: send it as HTTP Basic auth instead."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, {"Authorization": f"Basic {token}"}
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is not a 2xx: urllib would silently turn the POST into a GET."""
 
@@ -54,11 +72,10 @@ def call_admin_endpoint(
 ) -> int:
     """POST ``payload`` as JSON to ``url``; return the 2xx status or raise :class:`AdminEndpointError`."""
     shown = redact_url(url)
+    target, headers = _split_credentials(url)
+    headers.update({"Content-Type": "application/json", "User-Agent": "airflow-provider-expand"})
     request = urllib.request.Request(
-        url,
-        data=json.dumps(dict(payload)).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "airflow-provider-expand"},
+        target, data=json.dumps(dict(payload)).encode(), method="POST", headers=headers
     )
     log.info("POST %s", shown)
     try:

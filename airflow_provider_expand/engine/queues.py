@@ -19,6 +19,8 @@ from importlib import resources
 from typing import Any, Literal, get_args
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from airflow_provider_expand.engine.admin_endpoint import call_admin_endpoint, redact_url
 
@@ -28,6 +30,7 @@ DEFAULT_PREFIX = "bull"
 MARKER_SUFFIX = "airflow-expand:paused-by"
 RESUME_CHUNK = 5000
 DEFAULT_HTTP_TIMEOUT = dt.timedelta(seconds=10)
+REDIS_RETRIES = 2
 
 # BullMQ refuses ':' in a queue name; whitespace and glob characters would break SCAN patterns and
 # the runbook's redis-cli loops, and are certainly typos.
@@ -101,15 +104,18 @@ def admin_marker_key(prefix: str, migration_id: str) -> str:
     return f"{prefix}:airflow-expand:{migration_id}:admin-paused"
 
 
-def with_timeouts(client: redis.Redis, timeout: dt.timedelta) -> redis.Redis:
-    """Give a fresh client (RedisHook's has none) socket timeouts, so a silent Redis fails fast."""
+def with_timeouts(client: redis.Redis, timeout: dt.timedelta, retries: int = REDIS_RETRIES) -> redis.Redis:
+    """Bound how long a silent Redis can stall us (redis-py retries ten times by default).
+
+    Call it on a fresh client, before its first command. Retrying a pause or resume script is harmless.
+    """
+    seconds = timeout.total_seconds()
     kwargs = client.connection_pool.connection_kwargs
-    kwargs.setdefault("socket_timeout", timeout.total_seconds())
-    kwargs.setdefault("socket_connect_timeout", timeout.total_seconds())
-    if kwargs.get("socket_timeout") is None:
-        kwargs["socket_timeout"] = timeout.total_seconds()
-    if kwargs.get("socket_connect_timeout") is None:
-        kwargs["socket_connect_timeout"] = timeout.total_seconds()
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        kwargs[name] = seconds
+        if f"orig_{name}" in kwargs:  # redis-py 8 keeps these to restore after maintenance relaxations
+            kwargs[f"orig_{name}"] = seconds
+    client.set_retry(Retry(ExponentialBackoff(cap=min(seconds, 2.0), base=0.1), retries))  # type: ignore[attr-defined]
     return client
 
 

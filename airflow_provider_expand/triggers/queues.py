@@ -17,9 +17,11 @@ import pendulum
 import redis.asyncio
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from airflow_provider_expand.engine.queue_drain import adrain_status, log_drain_status
-from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, QueueError, queue_refs
+from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, REDIS_RETRIES, QueueError, queue_refs
 
 _SSL_ARGS = ("ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
 REDIS_TIMEOUT_SECONDS = 10.0
@@ -43,6 +45,7 @@ async def async_redis_client(redis_conn_id: str) -> redis.asyncio.Redis:
         db=int(extra.get("db") or 0),
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_RETRIES),
         **{k: v for k, v in extra.items() if k in _SSL_ARGS},
     )
 
