@@ -24,6 +24,7 @@ from airflow_provider_expand.engine.queues import (
     QueueError,
     QueueNameError,
     pause_queues,
+    queue_refs,
     resume_queues,
     with_timeouts,
 )
@@ -35,6 +36,13 @@ REDIS_TIMEOUT = dt.timedelta(seconds=10)
 def redis_client(redis_conn_id: str, timeout: dt.timedelta = REDIS_TIMEOUT) -> redis.Redis:
     """``RedisHook``'s client, with socket timeouts so a Redis that does not answer fails the task."""
     return with_timeouts(RedisHook(redis_conn_id=redis_conn_id).get_conn(), timeout)
+
+
+def check_queues_unless_templated(queues: list[str], prefix: str) -> None:
+    """Bad queue names fail when the DAG is parsed, unless Jinja still has to render them."""
+    if any(isinstance(v, str) and "{{" in v for v in (prefix, *queues)):
+        return
+    queue_refs(queues, prefix)
 
 
 def _check_layout(layout: str) -> str:
@@ -66,6 +74,7 @@ class PauseQueuesOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_queues_unless_templated(queues, prefix)
         self.migration_id = migration_id
         self.redis_conn_id = redis_conn_id
         self.queues = queues
@@ -116,6 +125,7 @@ class ResumeQueuesOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_queues_unless_templated(queues, prefix)
         self.migration_id = migration_id
         self.redis_conn_id = redis_conn_id
         self.queues = queues

@@ -16,14 +16,10 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_expand.engine.queue_drain import DrainStatus, drain_status, log_drain_status
-from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, QueueError, QueueNameError, queue_refs
+from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, QueueError, QueueNameError
 from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.queues import redis_client
+from airflow_provider_expand.operators.queues import check_queues_unless_templated, redis_client
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
-
-
-def _templated(value: object) -> bool:
-    return isinstance(value, str) and "{{" in value
 
 
 class QueueDrainSensor(BaseSensorOperator):
@@ -51,8 +47,7 @@ class QueueDrainSensor(BaseSensorOperator):
             raise ValueError(f"drain_timeout must be a positive timedelta, got {drain_timeout!r}")
         kwargs.setdefault("timeout", drain_timeout)
         super().__init__(poke_interval=poke_interval, **kwargs)
-        if not _templated(prefix) and not any(_templated(q) for q in queues):
-            queue_refs(queues, prefix)  # bad names fail when the DAG is parsed
+        check_queues_unless_templated(queues, prefix)
         self.redis_conn_id = redis_conn_id
         self.queues = queues
         self.prefix = prefix
