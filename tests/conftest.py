@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_dsn() -> Iterator[str]:
     """DSN of a maintenance database on the test server (real or embedded)."""
     dsn = os.environ.get("EXPAND_TEST_PG_DSN")
     if dsn:
@@ -51,7 +51,9 @@ def pg_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    # Not under pytest's basetemp: pytest prunes old numbered dirs there, which would delete the data
+    # directory of another pytest session still running beside this one.
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="expand-pgdata-")), cleanup_mode="delete")
     yield server.get_uri()
 
 
