@@ -25,9 +25,11 @@ from psycopg.rows import tuple_row
 from .database import Connector
 from .ddl_inspect import IndexName, index_names, invalid_indexes, lock_holders, stale_build
 from .ddl_plan import Group, Plan, plan_phase
-from .ledger import Ledger, Phase
+from .ledger import Ledger, Phase, StepRecord
 from .lock import migration_lock
 from .statements import Statement
+
+ROLLBACK_STEP = "rollback"  # once it has run, the other phases' checkpoints are stale
 
 # The ledger phases each SQL phase enters when it starts and when it succeeds.
 PHASE_LEDGER: dict[str, tuple[Phase, Phase]] = {
@@ -48,6 +50,10 @@ class DDLStatementError(RuntimeError):
 
 class LockRetriesExhaustedError(DDLStatementError):
     """Every try timed out waiting for a lock: something holds the table for longer than we may wait."""
+
+
+class StaleCheckpointError(RuntimeError):
+    """The ledger's checkpoint of a phase was overtaken by a rollback: resuming from it would skip work."""
 
 
 @dataclass(frozen=True)
@@ -301,8 +307,7 @@ def run_phase(
         wait = policy.migration_lock_wait.total_seconds()
         with migration_lock(control, migration_id, wait_seconds=wait):
             ledger.ensure(control)
-            record = ledger.step(control, migration_id, step)
-            done = plan.resume_point(record.last_key if record else None)
+            record, done = _applied(control, ledger, plan, migration_id, step)
             if record is not None and record.status == "success" and done == len(groups):
                 log.info("%s of %s already completed (%d groups): nothing to do", step, migration_id, done)
                 return PhaseResult(step, len(groups), 0, done)
@@ -354,6 +359,20 @@ def run_phase(
             return PhaseResult(step, len(groups), len(groups) - done, done, tuple(retries))
 
 
+def _applied(
+    conn: psycopg.Connection, ledger: Ledger, plan: Plan, migration_id: str, step: str
+) -> tuple[StepRecord | None, int]:
+    """The step's ledger record and how many of its groups are applied, if that can still be trusted."""
+    record = ledger.step(conn, migration_id, step)
+    if record is not None and step != ROLLBACK_STEP and ledger.step(conn, migration_id, ROLLBACK_STEP):
+        raise StaleCheckpointError(
+            f"migration {migration_id!r}: a rollback ran after the earlier try of {step}, so {step}'s "
+            "checkpoint no longer describes the schema; start the migration over (reset its ledger: "
+            "the DAG's begin task does this after a rollback)"
+        )
+    return record, plan.resume_point(record.last_key if record else None)
+
+
 def _record_failure(
     control: psycopg.Connection,
     ledger: Ledger,
@@ -383,12 +402,8 @@ def _dry_run(
     done = 0
     with closing(connect()) as conn:
         conn.autocommit = True
-        exists = conn.execute(
-            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'steps'", (ledger.schema,)
-        ).fetchone()
-        if exists:
-            record = ledger.step(conn, migration_id, step)
-            done = plan.resume_point(record.last_key if record else None)
+        if ledger.installed(conn):
+            done = _applied(conn, ledger, plan, migration_id, step)[1]
     groups = plan.groups
     for group in groups:
         state = "already applied, would skip" if group.number <= done else "would run"

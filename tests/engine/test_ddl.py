@@ -24,6 +24,7 @@ from airflow_provider_expand.engine.ddl import (
     DDLStatementError,
     LockRetriesExhaustedError,
     PhaseResult,
+    StaleCheckpointError,
     run_phase,
 )
 from airflow_provider_expand.engine.ddl_plan import PhaseFileChangedError, plan_phase
@@ -213,6 +214,14 @@ def test_a_failing_statement_leaves_its_group_unapplied_and_rollback_runs_after(
     result = _run(pg_connect, rollback, step="rollback")
     assert (result.applied, result.skipped) == (1, 0)
     assert _ledger(products, "rollback") == ("rolled_back", "success", None)
+
+    # after a rollback, the expand's checkpoint is stale: starting over needs a reset of the ledger
+    sql_file.write_text(sql_file.read_text().replace("COLUMN title", "COLUMN c"))
+    with pytest.raises(StaleCheckpointError, match=r"'m': a rollback ran after the earlier try of expand"):
+        _run(pg_connect, sql_file)
+    Ledger().reset(products, "m")
+    assert _run(pg_connect, sql_file).applied == 1
+    assert {"a", "b", "c"} <= _columns(products)
 
 
 def test_resume_skips_applied_groups_and_a_completed_phase_is_a_no_op(

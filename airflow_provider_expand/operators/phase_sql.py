@@ -1,0 +1,109 @@
+"""``PhaseSQLOperator``: one phase's SQL file (expand, contract or rollback) through the DDL runner.
+
+Thin on purpose: the connection comes from ``PostgresHook``, everything else (lock retries, transaction
+groups, the advisory lock, resume, the ledger) from :func:`airflow_provider_expand.engine.ddl.run_phase`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from airflow.sdk import BaseOperator, Context
+
+from airflow_provider_expand.engine.ddl import PHASE_LEDGER, DDLPolicy, run_phase
+from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.statements import load_statements
+from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.operators.flags import as_bool
+
+PhaseName = Literal["expand", "contract", "rollback"]
+
+
+class PhaseSQLOperator(BaseOperator):
+    """Apply ``sql_file`` as the ``phase`` of ``migration_id`` with ``lock_timeout`` and lock retries.
+
+    ``dry_run`` (attribute ``is_dry_run``: ``BaseOperator.dry_run`` is a method) logs the plan and changes
+    nothing; it accepts the strings ``"True"``/``"False"`` as well, for non-native template rendering.
+    """
+
+    template_fields: Sequence[str] = ("migration_id", "sql_file", "is_dry_run")
+    ui_color = "#fde9d9"
+
+    def __init__(
+        self,
+        *,
+        migration_id: str,
+        phase: PhaseName,
+        sql_file: str,
+        postgres_conn_id: str,
+        lock_timeout: timedelta,
+        ddl_retries: int,
+        statement_timeout: timedelta | None = None,
+        ledger_schema: str = DEFAULT_SCHEMA,
+        dry_run: bool | str = False,
+        migration_lock_wait: timedelta = timedelta(seconds=60),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if phase not in get_args(PhaseName):
+            raise ValueError(f"phase must be one of {', '.join(get_args(PhaseName))}, got {phase!r}")
+        self.migration_id = migration_id
+        self.phase = phase
+        self.sql_file = sql_file
+        self.postgres_conn_id = postgres_conn_id
+        self.ledger_schema = ledger_schema
+        self.is_dry_run = dry_run
+        # built here so a bad lock_timeout or ddl_retries fails when the DAG is parsed, not mid-migration
+        self.policy = DDLPolicy(
+            lock_timeout=lock_timeout,
+            retries=ddl_retries,
+            statement_timeout=statement_timeout,
+            migration_lock_wait=migration_lock_wait,
+        )
+
+    def execute(self, context: Context) -> dict[str, object]:
+        statements = load_statements(self.sql_path())
+        phase_start, phase_done = PHASE_LEDGER[self.phase]
+        dag_run = context.get("dag_run")
+        result = run_phase(
+            postgres_connector(self.postgres_conn_id),
+            statements,
+            migration_id=self.migration_id,
+            step=self.phase,
+            policy=self.policy,
+            ledger=Ledger(self.ledger_schema),
+            log=cast(logging.Logger, self.log),  # Airflow's structlog logger takes %-style args too
+            phase_start=phase_start,
+            phase_done=phase_done,
+            dry_run=self._dry_run_flag(),
+            dag_id=self.dag_id,
+            run_id=str(dag_run.run_id) if dag_run is not None else None,
+        )
+        return result.summary()
+
+    def _dry_run_flag(self) -> bool:
+        try:
+            return as_bool(self.is_dry_run)
+        except ValueError as exc:
+            raise ValueError(f"{self.task_id}: dry_run: {exc}") from exc
+
+    def sql_path(self) -> Path:
+        """``sql_file`` as given when absolute, else found in the DAG's template search path or folder."""
+        path = Path(self.sql_file)
+        if path.is_absolute():
+            return path
+        folders: list[Path] = []
+        if self.has_dag():
+            searchpath = self.dag.template_searchpath or []
+            folders += [Path(p) for p in ([searchpath] if isinstance(searchpath, str) else searchpath)]
+            if self.dag.fileloc:
+                folders.append(Path(self.dag.fileloc).parent)
+        for folder in folders:
+            if (folder / path).is_file():
+                return folder / path
+        tried = ", ".join(str(f) for f in folders) or "no DAG folder known"
+        raise FileNotFoundError(f"{self.task_id}: sql_file {self.sql_file!r} not found (looked in: {tried})")
