@@ -1,5 +1,5 @@
 // Enqueue COUNT jobs on QUEUE (through BullMQ's own Queue, so meta.version is written) and print their ids.
-// Env: REDIS_URL, PREFIX, QUEUE, COUNT.
+// Env: REDIS_URL, PREFIX, QUEUE, COUNT; PAUSE=1 then pauses the queue with BullMQ's own Queue.pause().
 import { Queue } from 'bullmq';
 
 const env = process.env;
@@ -16,6 +16,9 @@ for (let n = 0; n < Number(env.COUNT); n++) {
 // Queue writes meta.version in the background; make sure it landed before we exit.
 for (let i = 0; i < 50 && !(await queue.getVersion()); i++) {
   await new Promise((resolve) => setTimeout(resolve, 100));
+}
+if (env.PAUSE === '1') {
+  await queue.pause();
 }
 console.log(JSON.stringify({ ids, version: await queue.getVersion() }));
 await queue.close();
