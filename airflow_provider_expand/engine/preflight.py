@@ -110,6 +110,26 @@ def long_transactions(conn: psycopg.Connection[Any], max_age: dt.timedelta) -> l
     return [LongTransaction(*row) for row in rows]
 
 
+async def along_transactions(
+    conn: psycopg.AsyncConnection[Any], max_age: dt.timedelta
+) -> list[LongTransaction]:
+    """:func:`long_transactions` on an async connection (the deferrable wait in the triggerer)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    cur = await conn.execute(LONG_TRANSACTIONS_SQL, long_transaction_params(max_age))
+    return [LongTransaction(*row) for row in await cur.fetchall()]
+
+
+def long_transactions_timeout_message(
+    transactions: Sequence[LongTransaction], max_age: dt.timedelta, wait: dt.timedelta
+) -> str:
+    """Why the wait failed, naming each transaction that is still too old."""
+    lines = "\n".join(f"  - {tx.describe()}" for tx in transactions)
+    return (
+        f"{len(transactions)} transaction(s) still older than {max_age} after waiting {wait}; "
+        f"end them (or wait for a quieter moment) before migrating:\n{lines}"
+    )
+
+
 def log_long_transactions(
     transactions: Sequence[LongTransaction], max_age: dt.timedelta, log: logging.Logger
 ) -> None:

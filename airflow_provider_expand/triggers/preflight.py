@@ -1,0 +1,127 @@
+"""``LongTransactionTrigger``: waits in the triggerer (async psycopg) until no transaction is too old.
+
+Only the connection id is serialized, never credentials: they are resolved inside ``run()`` from Airflow's
+connection store. The deadline is absolute, so a triggerer restart does not extend the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pendulum
+import psycopg
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk import BaseHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_expand.engine.preflight import (
+    along_transactions,
+    log_long_transactions,
+    long_transactions_timeout_message,
+)
+
+
+async def async_postgres_connection(postgres_conn_id: str) -> psycopg.AsyncConnection[Any]:
+    """An autocommit ``AsyncConnection`` built from the Airflow connection as ``PostgresHook.get_conn`` does."""
+    conn = await BaseHook.aget_connection(postgres_conn_id)
+    extra = conn.extra_dejson
+    if extra.get("iam"):
+        raise ValueError(
+            f"Postgres connection {postgres_conn_id!r} uses IAM tokens: the deferrable wait does not "
+            "support them (use deferrable=False)"
+        )
+    kwargs: dict[str, Any] = {
+        "host": conn.host,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema,
+        "port": conn.port,
+    }
+    kwargs.update({k: v for k, v in extra.items() if k not in PostgresHook.ignored_extra_options})
+    kwargs = {k: v for k, v in kwargs.items() if v not in (None, "")}
+    kwargs.setdefault("application_name", "airflow-expand-preflight")
+    return await psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
+
+
+class LongTransactionTrigger(BaseTrigger):
+    """Fires ``clear`` once no transaction is older than ``max_transaction_age`` (seconds), ``timeout`` at
+    ``deadline`` (ISO 8601) listing those still open, or ``error`` naming the connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str,
+        max_transaction_age: float,
+        deadline: str,
+        wait: float,
+        poll_interval: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.postgres_conn_id = postgres_conn_id
+        self.max_transaction_age = float(max_transaction_age)
+        self.deadline = pendulum.parse(deadline).isoformat()  # type: ignore[union-attr]
+        self.wait = float(wait)
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "postgres_conn_id": self.postgres_conn_id,
+                "max_transaction_age": self.max_transaction_age,
+                "deadline": self.deadline,
+                "wait": self.wait,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LongTransactionTrigger) and self.serialize() == other.serialize()
+
+    def __hash__(self) -> int:
+        return hash(self.serialize()[0])
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = pendulum.parse(self.deadline)
+        max_age = dt.timedelta(seconds=self.max_transaction_age)
+        log = cast(logging.Logger, self.log)
+        try:
+            conn = await async_postgres_connection(self.postgres_conn_id)
+        except Exception as exc:
+            yield TriggerEvent(
+                {"status": "error", "message": f"Postgres connection {self.postgres_conn_id!r}: {exc}"}
+            )
+            return
+        try:
+            while True:
+                try:
+                    transactions = await along_transactions(conn, max_age)
+                except psycopg.Error as exc:
+                    message = f"Postgres connection {self.postgres_conn_id!r}: {exc}"
+                    yield TriggerEvent({"status": "error", "message": message})
+                    return
+                log_long_transactions(transactions, max_age, log)
+                if not transactions:
+                    yield TriggerEvent({"status": "clear", "max_transaction_age": self.max_transaction_age})
+                    return
+                left = (deadline - pendulum.now("UTC")).total_seconds()  # type: ignore[operator]
+                if left <= 0:
+                    message = long_transactions_timeout_message(
+                        transactions, max_age, dt.timedelta(seconds=self.wait)
+                    )
+                    yield TriggerEvent(
+                        {
+                            "status": "timeout",
+                            "message": message,
+                            "transactions": [tx.to_json() for tx in transactions],
+                        }
+                    )
+                    return
+                await asyncio.sleep(min(self.poll_interval, left))
+        finally:
+            await conn.close()
