@@ -1,0 +1,321 @@
+"""``airflow-expand``: lint migrations before they reach a DAG, scaffold a new one, and read where a
+migration stands from the ledger of its target database. No Airflow import unless a connection id is
+given to ``status`` (a DSN works without Airflow).
+
+Exit codes: 0 fine, 1 findings (lint) or nothing recorded (status), 2 usage, spec or connection errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import psycopg
+
+from airflow_provider_expand.engine.ledger import (
+    DEFAULT_SCHEMA,
+    PHASE_STAMPS,
+    Ledger,
+    MigrationRecord,
+    StepRecord,
+)
+from airflow_provider_expand.engine.lint import PHASES, RULES, Finding, Phase, lint_migration, lint_sql
+from airflow_provider_expand.scaffold import ScaffoldError, scaffold_migration
+from airflow_provider_expand.spec import SPEC_FILE, SpecError, find_migrations, load_migration
+
+OK, FINDINGS, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with what was asked (a path, a name, a connection): printed, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code (argparse's own exits included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.handler(args))
+    except SystemExit as exc:  # --help, or argparse refusing the arguments
+        return exc.code if isinstance(exc.code, int) else USAGE
+    except (UsageError, SpecError, ScaffoldError) as exc:
+        print(f"airflow-expand: {exc}", file=sys.stderr)
+        return USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-expand",
+        description="Zero-downtime PostgreSQL migrations (Expand/Contract) for Apache Airflow.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    lint = commands.add_parser(
+        "lint",
+        help="check migration folders or SQL files against their phase",
+        description="Exit 0 when clean, 1 with findings, 2 for a bad path or spec.",
+    )
+    lint.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="migration folders, roots or SQL files"
+    )
+    lint.add_argument("--phase", choices=PHASES, help="phase of SQL files whose name does not tell it")
+    lint.add_argument("--rules", action="store_true", help="list the rules and their codes, then exit")
+    lint.set_defaults(handler=_lint)
+
+    new = commands.add_parser("new", help="scaffold a migration folder that lints clean")
+    new.add_argument("name", help="the migration id ([a-z0-9_]+), also the folder and DAG name")
+    new.add_argument(
+        "--dir", type=Path, help="where to create it (default: dags/migrations if present, else .)"
+    )
+    new.add_argument("--conn-id", default="postgres_default", help="postgres_conn_id to write in the spec")
+    new.set_defaults(handler=_new)
+
+    status = commands.add_parser(
+        "status", help="phase and per-step progress from the target database's ledger"
+    )
+    status.add_argument("id", help="the migration id")
+    status.add_argument("--conn", required=True, help="a PostgreSQL DSN/URI, or an Airflow connection id")
+    status.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"ledger schema (default {DEFAULT_SCHEMA})")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=_status)
+    return parser
+
+
+# -- lint ------------------------------------------------------------------------------------------
+
+
+def _lint(args: argparse.Namespace) -> int:
+    if args.rules:
+        _print_rules(sys.stdout)
+        return OK
+    if not args.paths:
+        raise UsageError("lint: give at least one migration folder or SQL file (or --rules)")
+    findings: list[Finding] = []
+    errors: list[str] = []
+    files = 0
+    for path in args.paths:
+        try:
+            targets = _lint_targets(path, args.phase)
+        except (UsageError, SpecError) as exc:
+            errors.append(str(exc))
+            continue
+        for target, phase in targets:
+            if phase is None:
+                try:
+                    spec = load_migration(target)
+                except SpecError as exc:
+                    errors.append(str(exc))
+                    continue
+                files += len(spec.sql_files())
+                findings.extend(lint_migration(spec))
+            else:
+                files += 1
+                findings.extend(_lint_file(target, phase))
+    for finding in findings:
+        print(finding)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return USAGE
+    noun = "file" if files == 1 else "files"
+    if findings:
+        print(f"{len(findings)} finding(s) in {files} SQL {noun}", file=sys.stderr)
+        return FINDINGS
+    print(f"clean: {files} SQL {noun}", file=sys.stderr)
+    return OK
+
+
+def _lint_targets(path: Path, phase: Phase | None) -> list[tuple[Path, Phase | None]]:
+    """What a PATH argument means: migration folders (phase None) or one SQL file with its phase."""
+    if path.is_dir():
+        if (path / SPEC_FILE).is_file():
+            return [(path, None)]
+        folders = find_migrations(path)
+        if not folders:
+            raise UsageError(f"{path}: no {SPEC_FILE} in it or below it")
+        return [(folder, None) for folder in folders]
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    if path.name == SPEC_FILE:
+        return [(path.parent, None)]
+    if path.suffix.lower() != ".sql":
+        raise UsageError(f"{path}: not a migration folder, a migration.yaml or a .sql file")
+    return [(path, phase or _phase_of(path))]
+
+
+def _phase_of(path: Path) -> Phase:
+    named = [p for p in PHASES if p in path.stem.lower()]
+    if len(named) != 1:
+        raise UsageError(
+            f"{path}: cannot tell its phase from the name; pass --phase expand|contract|rollback"
+        )
+    return named[0]
+
+
+def _lint_file(path: Path, phase: Phase) -> list[Finding]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read: {exc}") from exc
+    return lint_sql(text, str(path), phase)
+
+
+def _print_rules(out: TextIO) -> None:
+    for rule in RULES:
+        phases = (
+            "all phases"
+            if len(rule.phases) == len(PHASES)
+            else ", ".join(p for p in PHASES if p in rule.phases)
+        )
+        print(f"{rule.code}  {rule.name:<30} {phases}", file=out)
+        print(f"       safe alternative: {rule.alternative}", file=out)
+
+
+# -- new -------------------------------------------------------------------------------------------
+
+
+def _new(args: argparse.Namespace) -> int:
+    directory = args.dir
+    if directory is None:
+        default = Path("dags") / "migrations"
+        directory = default if default.is_dir() else Path(".")
+    folder = scaffold_migration(args.name, directory, postgres_conn_id=args.conn_id)
+    print(f"created {folder}/ with {SPEC_FILE}, expand.sql, contract.sql, rollback.sql")
+    print(f"next: fill them in, then run: airflow-expand lint {folder}")
+    return OK
+
+
+# -- status ----------------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    ledger = Ledger(args.schema)
+    with _connect(args.conn) as conn:
+        try:
+            record = ledger.get(conn, args.id)
+            steps = ledger.steps(conn, args.id) if record else []
+        except psycopg.errors.UndefinedTable:
+            print(
+                f"no ledger in schema {args.schema} of this database: no migration has run here",
+                file=sys.stderr,
+            )
+            return FINDINGS
+    if record is None:
+        print(f"migration {args.id} has no entry in the ledger ({args.schema}.migrations)", file=sys.stderr)
+        return FINDINGS
+    if args.json:
+        print(json.dumps({"migration": _jsonable(record), "steps": [_jsonable(s) for s in steps]}, indent=2))
+    else:
+        _print_status(record, steps, sys.stdout)
+    return OK
+
+
+def _connect(target: str) -> psycopg.Connection:
+    """A DSN or URI connects directly; anything else is looked up as an Airflow connection id."""
+    dsn = target if ("://" in target or "=" in target) else _airflow_dsn(target)
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, connect_timeout=10, application_name="airflow-expand status"
+        )
+    except psycopg.Error as exc:
+        raise UsageError(f"cannot connect to {_safe(target)}: {exc}") from exc
+
+
+def _airflow_dsn(conn_id: str) -> str:
+    from airflow.sdk import BaseHook  # lazily: only this path needs Airflow (and its configuration)
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, or no metadata database to ask
+        raise UsageError(f"Airflow connection {conn_id!r}: {exc}") from exc
+    params: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema,
+    }
+    libpq = {
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "options",
+        "target_session_attrs",
+        "connect_timeout",
+    }
+    params.update({k: v for k, v in (conn.extra_dejson or {}).items() if k in libpq})
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v not in (None, "")})
+
+
+def _safe(target: str) -> str:
+    """The target without its password, for messages."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(target) if ("://" in target or "=" in target) else None
+    except psycopg.ProgrammingError:
+        return "the given DSN"
+    if params is None:
+        return f"Airflow connection {target!r}"
+    params.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+def _jsonable(record: MigrationRecord | StepRecord) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in vars(record).items()}
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value is not None else "-"
+
+
+def _progress(step: StepRecord) -> str:
+    if not step.rows_done and not step.rows_total:
+        return ""
+    if step.rows_total:
+        share = min(100.0, 100.0 * step.rows_done / step.rows_total)
+        return f"{step.rows_done:,} / {step.rows_total:,} rows ({share:.0f}%)"
+    return f"{step.rows_done:,} rows"
+
+
+def _print_status(record: MigrationRecord, steps: Sequence[StepRecord], out: TextIO) -> None:
+    run = f" (dag {record.dag_id}, run {record.run_id})" if record.run_id else ""
+    print(f"{record.id}: {record.phase}{run}", file=out)
+    for column in (*dict.fromkeys(PHASE_STAMPS.values()), "updated_at"):
+        print(f"  {column:<15} {_when(getattr(record, column))}", file=out)
+    if not steps:
+        print("no steps recorded yet", file=out)
+        return
+    rows = [("STEP", "PART", "STATUS", "PROGRESS", "STARTED", "FINISHED")]
+    for step in steps:
+        rows.append(
+            (
+                step.step,
+                str(step.part),
+                step.status,
+                _progress(step),
+                _when(step.started_at),
+                _when(step.finished_at),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(file=out)
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+    for step in steps:
+        detail = [f"last key {step.last_key}"] if step.last_key and step.status != "success" else []
+        if step.batch_size and step.status == "running":
+            detail.append(f"batch size {step.batch_size}")
+        if step.error:
+            detail.append(f"error: {step.error}")
+        if detail:
+            print(f"  {step.step}[{step.part}]: {'; '.join(detail)}", file=out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
