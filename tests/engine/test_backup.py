@@ -224,6 +224,22 @@ def test_tools_match_the_server_major(shop_db: psycopg.Connection, tmp_path: Pat
     assert shutil.which("pg_restore") or resolve_tool("pg_restore")
 
 
+def test_target_from_dsn_keeps_the_password_apart() -> None:
+    target = PgTarget.from_dsn("postgresql://app:pa%3Ass@db.internal:6432/shop?sslmode=require")
+    assert target.password == "pa:ss" and target.dbname == "shop"
+    assert dict(target.params) == {
+        "user": "app",
+        "host": "db.internal",
+        "port": "6432",
+        "dbname": "shop",
+        "sslmode": "require",
+    }
+    assert "pa:ss" not in repr(target) and target.describe() == "app@db.internal:6432/shop"
+    with client_env(target) as env:
+        assert (env["PGHOST"], env["PGPORT"], env["PGSSLMODE"]) == ("db.internal", "6432", "require")
+        assert Path(env["PGPASSFILE"]).read_text() == "*:*:*:*:pa\\:ss\n"
+
+
 LISTING = """;
 ; Archive created at 2025-01-02 03:04:05 UTC
 ;     dbname: shop
