@@ -1,10 +1,14 @@
 """The DDL runner: a phase's SQL file applied so that it never queues the application behind a lock.
 
-Every try sets ``lock_timeout`` and gives up quickly; a lock timeout (SQLSTATE 55P03) retries the whole
-group with exponential backoff and full jitter. Statements run in one transaction per contiguous group;
-``CONCURRENTLY`` statements run alone in autocommit. Each committed group is checkpointed in the ledger
-(step ``<phase>``, part 0: ``rows_done`` = statements applied, ``last_key`` = ``"<groups done>:<digest>"``)
-so a retried task skips what is already applied, and refuses to resume if those statements changed.
+Every try sets ``lock_timeout`` and gives up quickly; a lock timeout (SQLSTATE 55P03, or a deadlock,
+40P01) retries the whole group with exponential backoff and full jitter. Statements run in one transaction
+per contiguous group; ``CONCURRENTLY`` statements run alone in autocommit. The migration's advisory lock
+and the ledger writes live on a control connection, the DDL on a second one.
+
+Each committed group is checkpointed in the ledger (step ``<phase>``, part 0: ``rows_done`` = statements
+applied, ``last_key`` = ``"<groups done>:<digest>"``), inside the group's own transaction when it has one,
+so a retried task skips what is applied; it refuses to resume if those statements changed, or if a
+rollback ran since (the DAG's ``begin`` task resets the ledger to start over).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ PHASE_LEDGER: dict[str, tuple[Phase, Phase]] = {
 
 
 class DDLStatementError(RuntimeError):
-    """A statement failed; its group was rolled back. The message starts with ``file:line``."""
+    """A statement failed; its group was rolled back (an autocommit one cleaned up). Starts with ``file:line``."""
 
     def __init__(self, statement: Statement, message: str, sqlstate: str | None = None) -> None:
         super().__init__(f"{statement.where}: {message}")
@@ -223,8 +227,9 @@ class _Runner:
                 pause = self.policy.backoff(attempt)
                 self.retries.append(LockRetry(group.number, attempt, stmt.where, waited, pause, blockers))
                 self.log.warning(
-                    "%s: lock not available after %.0f ms (try %d of %d, %s); retrying in %.0f ms; %s: %s",
+                    "%s: %s after %.0f ms (try %d of %d, %s); retrying in %.0f ms; %s: %s",
                     stmt.where,
+                    "deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected) else "lock not available",
                     waited.total_seconds() * 1000,
                     attempt,
                     self.policy.retries + 1,

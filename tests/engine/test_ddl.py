@@ -286,7 +286,7 @@ def test_concurrently_runs_in_autocommit_and_a_timed_out_build_leaves_no_invalid
 
 
 def test_create_index_concurrently_if_not_exists_rebuilds_a_stale_invalid_index(
-    products: psycopg.Connection, pg_connect: Connector, tmp_path: Path
+    products: psycopg.Connection, pg_connect: Connector, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # a stale INVALID index of the same name, as a crashed build leaves: IF NOT EXISTS must not accept it
     products.execute("UPDATE products SET title = 'dup' WHERE id IN (1, 2)")
@@ -298,10 +298,13 @@ def test_create_index_concurrently_if_not_exists_rebuilds_a_stale_invalid_index(
         "expand.sql",
         "ALTER TABLE products ADD COLUMN name text;\n"
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_products_title ON products (title);\n"
-        "ALTER TABLE products ADD COLUMN b int;\n",
+        "ALTER TABLE products ADD COLUMN b int;\n"
+        "DO $$ BEGIN RAISE NOTICE 'named % rows', (SELECT count(*) FROM products WHERE title LIKE 'p%'); END $$;\n",
     )
+    caplog.set_level(logging.INFO, logger="test_ddl")
     result = _run(pg_connect, sql_file)
     assert (result.groups, result.applied) == (3, 3)
+    assert "server notice: named 1998 rows" in [r.getMessage() for r in caplog.records]
     assert _indexes(products) == {"products_pkey": True, "idx_products_title": True}
     assert {"name", "b"} <= _columns(products)
 
