@@ -152,7 +152,9 @@ def test_durations(text: object, expected: dt.timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["5 parsecs", "-1s", -5, "P1M", "PTX", "", True, None, "1.5.2h", float("inf")])
+@pytest.mark.parametrize(
+    "text", ["5 parsecs", "-1s", -5, "P1M", "PTX", "", True, None, "1.5.2h", float("inf")]
+)
 def test_bad_durations_say_what_is_accepted(text: object) -> None:
     with pytest.raises(ValueError, match=r"is not a duration|months or years"):
         parse_duration(text)
