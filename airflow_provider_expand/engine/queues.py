@@ -235,13 +235,15 @@ def resume_queue(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     calls = 0
+    first_action = ""
     while True:
         args = [migration_id, layout, "1" if calls == 0 else "0", ref.key("resumed"), chunk]
         reply = _run_script(client, ref, "queue_resume", args, "resuming")
         calls += 1
         action, found, version, owner, remaining = reply[0], reply[1], reply[2], reply[3], int(reply[4])
-        if action != "resumed" or remaining == 0:
-            return ResumeResult(ref.label, found, version, action, owner, calls)  # type: ignore[arg-type]
+        first_action = first_action or action
+        if action == "not_ours" or remaining == 0:
+            return ResumeResult(ref.label, found, version, first_action, owner, calls)  # type: ignore[arg-type]
 
 
 def pause_queues(

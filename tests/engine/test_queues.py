@@ -199,15 +199,19 @@ def test_pause_is_idempotent_and_another_migrations_pause_is_not_ours(
     assert "paused" not in meta(redis_client, ref)
 
 
-def test_resume_after_somebody_else_resumed_just_clears_our_marker(
+def test_resume_after_somebody_else_resumed_clears_our_marker_and_moves_stranded_jobs(
     redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0")
     pause_queue(redis_client, ref, migration_id="m1")
     redis_client.hdel(ref.key("meta"), "paused")
-    assert resume_queue(redis_client, ref, migration_id="m1").action == "already_resumed"
+    redis_client.rpush(ref.key("paused"), *[str(i) for i in range(50, 57)])  # stranded job ids
+    result = resume_queue(redis_client, ref, migration_id="m1", chunk=3)
+    assert (result.action, result.calls) == ("already_resumed", 3)
     assert marker_of(redis_client, ref) is None
-    assert events(redis_client, ref) == ["paused"]
+    assert events(redis_client, ref) == ["paused"]  # the resumer announced it, not us
+    assert not redis_client.exists(ref.key("paused"))
+    assert ids(redis_client, ref.key("wait"))[-7:] == [str(i) for i in range(50, 57)]
 
 
 def test_dry_run_changes_nothing(redis_client: redis.Redis, redis_prefix: str) -> None:

@@ -7,7 +7,7 @@
 
   Returns {action, layout, version, owner, remaining}; action is one of
   resumed | not_ours | already_resumed | error. While remaining > 0 the caller calls again with
-  ARGV[3] = "0"; the marker is deleted with the last call.
+  ARGV[3] = "0"; the marker is deleted with the last call, so an interrupted resume can be re-run.
 ]]
 local owner = rcall("GET", KEYS[11]) or ""
 if owner ~= ARGV[1] then
@@ -20,10 +20,12 @@ if layout == nil then
 end
 
 local first = ARGV[3] == "1"
+local action = "resumed"
 if first and not isPaused(layout) then
-  -- Somebody resumed it meanwhile; nothing left for us to undo.
-  rcall("DEL", KEYS[11])
-  return {"already_resumed", layout, version, owner, 0}
+  -- Somebody resumed it meanwhile (or our first call ran but its reply was lost): no event of ours,
+  -- but any job ids still in the paused list are moved back all the same, as BullMQ 6 would.
+  action = "already_resumed"
+  first = false
 end
 
 local remaining = moveJobs(KEYS[3], KEYS[2], tonumber(ARGV[5]))
@@ -48,4 +50,4 @@ end
 if remaining == 0 then
   rcall("DEL", KEYS[11])
 end
-return {"resumed", layout, version, owner, remaining}
+return {action, layout, version, owner, remaining}
