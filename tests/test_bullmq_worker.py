@@ -198,3 +198,37 @@ def test_pause_drain_resume_with_a_real_worker(
     assert redis_client.hget(sync.key("meta"), "paused") is None
     assert redis_client.hget(mail.key("meta"), "paused") == b"1"
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+
+
+def test_a_killed_worker_leaves_an_active_job_the_sensor_reports_by_id(
+    airflow_conn: dict[str, str],
+    redis_client: redis.Redis,
+    redis_url: str,
+    redis_prefix: str,
+    worker_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
+) -> None:
+    app = bullmq_app(6)
+    log = WorkLog(redis_client, f"{redis_prefix}:worklog")
+    env = node_env(redis_url, redis_prefix, QUEUE="sync", LOG_KEY=log.key, JOB_MS=60_000, LOCK_MS=1500)
+    worker = worker_process(app, env)
+    wait_until("the worker to be ready", lambda: log.entries("ready"), 30)
+    [job] = produce(app, node_env(redis_url, redis_prefix, QUEUE="sync", COUNT=1))["ids"]
+    wait_until("the job to start", lambda: log.entries("start"), 15)
+    common: dict[str, Any] = {"redis_conn_id": "app_redis", "queues": ["sync"], "prefix": redis_prefix}
+    PauseQueuesOperator(task_id="pause", migration_id="m1", **common).execute(CONTEXT)
+
+    worker.kill()  # SIGKILL: no graceful close, the job stays in `active`
+    worker.wait()
+    sync = QueueRef(redis_prefix, "sync")
+    wait_until(
+        "the dead worker's lock to expire", lambda: not redis_client.exists(sync.key(f"{job}:lock")), 10
+    )
+
+    sensor = QueueDrainSensor(task_id="drain", drain_timeout=dt.timedelta(seconds=30), **common)
+    assert sensor.poke(CONTEXT) is False
+    assert sensor.last_status is not None
+    [snap] = sensor.last_status.snapshots
+    assert (snap.active, snap.orphaned, snap.live_workers) == (1, (job,), 0)
+    report = snap.orphan_report() or ""
+    assert f"active job(s) {job} have no lock key" in report and "an operator must" in report
+    ResumeQueuesOperator(task_id="resume", migration_id="m1", **common).execute(CONTEXT)

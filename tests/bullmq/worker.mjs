@@ -1,5 +1,6 @@
 // A real BullMQ worker for the queue tests: slow jobs, each start and finish recorded in a Redis list.
-// Env: REDIS_URL, PREFIX, QUEUE, LOG_KEY, JOB_MS (default 1000), CONCURRENCY (default 2).
+// Env: REDIS_URL, PREFIX, QUEUE, LOG_KEY, JOB_MS (default 1000), CONCURRENCY (default 2),
+// LOCK_MS (BullMQ's lockDuration, default 30000).
 import { Worker } from 'bullmq';
 import IORedis from 'ioredis';
 
@@ -23,7 +24,13 @@ const worker = new Worker(
     await record('finish', job.id);
     return job.id;
   },
-  { connection, prefix: env.PREFIX, concurrency: Number(env.CONCURRENCY || 2), name: 'expand-test' },
+  {
+    connection,
+    prefix: env.PREFIX,
+    concurrency: Number(env.CONCURRENCY || 2),
+    lockDuration: Number(env.LOCK_MS || 30000),
+    name: 'expand-test',
+  },
 );
 worker.on('error', (err) => console.error('worker error', err));
 
