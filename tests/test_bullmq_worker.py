@@ -73,7 +73,12 @@ def node_env(redis_url: str, prefix: str, **extra: Any) -> dict[str, str]:
 
 def produce(app: Path, env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
-        ["node", "producer.mjs"], cwd=app, env=env, capture_output=True, text=True, timeout=60
+        [shutil.which("node") or "node", "producer.mjs"],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, f"producer failed:\n{done.stderr}"
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -108,7 +113,7 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[[Path, dict[str, str]], 
     def start(app: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
         out = (tmp_path / "worker.log").open("wb")
         proc = subprocess.Popen(
-            ["node", "worker.mjs"],
+            [shutil.which("node") or "node", "worker.mjs"],
             cwd=app,
             env=env,
             stdout=out,
