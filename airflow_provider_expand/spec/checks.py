@@ -85,7 +85,7 @@ class VerifySpec(_Strict):
             rls=RlsProbe(table=rls.table, role=rls.role, setting=rls.setting, value=rls.value)
             if rls
             else None,
-            http=self.http,
+            http=str(self.http) if self.http is not None else None,
             expect=self.expect,
             max_ms=self.max_ms,
             expect_status=self.expect_status or 200,

@@ -1,0 +1,376 @@
+"""Migration folder -> Airflow DAG: the runbook's steps as tasks, with rollback and the queue teardown.
+
+Building a DAG reads only the folder (spec and SQL files): no database is touched at parse time.
+Steps absent from the spec are absent from the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule
+
+from airflow_provider_expand.engine.statements import load_statements, relations
+from airflow_provider_expand.operators.backfill import BatchBackfillOperator
+from airflow_provider_expand.operators.backup import PgDumpOperator
+from airflow_provider_expand.operators.index import ConcurrentIndexOperator
+from airflow_provider_expand.operators.ledger import LedgerPhaseOperator, MigrationGateOperator
+from airflow_provider_expand.operators.lint import LintOperator
+from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
+from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
+from airflow_provider_expand.operators.rollback import RollbackOperator
+from airflow_provider_expand.operators.verify import VerifyOperator
+from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
+from airflow_provider_expand.sensors.preflight import LongTransactionSensor
+from airflow_provider_expand.sensors.queues import QueueDrainSensor
+from airflow_provider_expand.sensors.soak import SoakSensor
+from airflow_provider_expand.spec import (
+    MigrationSpec,
+    SpecError,
+    SqlPhase,
+    VerifySpec,
+    find_migrations,
+    load_migration,
+)
+
+log = logging.getLogger(__name__)
+
+# Migration DAGs are triggered by hand (schedule=None); a fixed past start date makes them runnable at once.
+START_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
+DRY_RUN = "{{ params.dry_run }}"
+TAGS = ["expand-contract"]
+
+PARAMS: dict[str, Param] = {
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description_md="Lint, check and log every statement and batch that would run; change nothing.",
+    ),
+    "batch_size": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=1_000_000,
+        title="Backfill batch size",
+        description_md="Starting batch size of every backfill, overriding `migration.yaml` (it still adapts "
+        "towards the target batch time). Empty: the spec's.",
+    ),
+    "skip_queue_drain": Param(
+        False,
+        type="boolean",
+        title="Skip queue drain",
+        description_md="Pause the queues but do not wait for active jobs to finish. Only for an expand that "
+        "cannot conflict with the jobs in flight.",
+    ),
+}
+
+
+def _doc_md(spec: MigrationSpec) -> str:
+    parts = [f"# {spec.id}", "", spec.description, ""]
+    for phase, path in spec.sql_files().items():
+        parts += [
+            f"## {phase}: `{path.name}`",
+            "",
+            "```sql",
+            path.read_text(encoding="utf-8").strip(),
+            "```",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def _check(check: VerifySpec) -> dict[str, Any]:
+    """A spec check as plain data (what ``engine.verify.check_from_mapping`` reads back in the task)."""
+    return dataclasses.asdict(check.as_check())
+
+
+class _MigrationDag:
+    """Builds one migration's tasks in runbook order; ``at_risk`` collects the tasks whose failure rolls back."""
+
+    def __init__(self, spec: MigrationSpec) -> None:
+        self.spec = spec
+        self.at_risk: list[Any] = []
+        self.tables: dict[SqlPhase, list[str]] = {
+            phase: relations(load_statements(path)) for phase, path in spec.sql_files().items()
+        }
+
+    def common(self) -> dict[str, Any]:
+        return {"migration_id": self.spec.id, "postgres_conn_id": self.spec.postgres_conn_id}
+
+    def phase_sql(self, phase: SqlPhase, **kwargs: Any) -> PhaseSQLOperator | None:
+        path = self.spec.sql_path(phase)
+        if path is None:
+            return None
+        cls = RollbackOperator if phase == "rollback" else PhaseSQLOperator
+        return cls(
+            task_id=phase,
+            phase=phase,
+            sql_file=str(path),
+            lock_timeout=self.spec.lock_timeout,
+            ddl_retries=self.spec.ddl_retries,
+            statement_timeout=self.spec.statement_timeout,
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **self.common(),
+            **kwargs,
+        )
+
+    def build(self) -> DAG:
+        spec = self.spec
+        with DAG(
+            dag_id=spec.id,
+            description=spec.description or None,
+            schedule=None,
+            start_date=START_DATE,
+            catchup=False,
+            max_active_runs=1,
+            tags=[*TAGS, *spec.tags],
+            params=PARAMS,
+            doc_md=_doc_md(spec),
+            render_template_as_native_obj=True,
+            default_args={"retries": 0},
+        ) as dag:
+            steps: list[Any] = [
+                LintOperator(task_id="lint", folder=str(spec.folder)),
+                self.begin(),
+                self.preflight(),
+            ]
+            steps += self.backup()
+            queues = self.queues()
+            if queues:
+                steps += queues[:2]
+                # a setup task may only lead to ALL_SUCCESS tasks; a failed pause still fails the drain
+                self.at_risk.append(queues[1])
+            expand = self.phase_sql("expand")
+            verify_expand = self.verify("verify_expand", "expand", baseline="begin")
+            live = [t for t in (expand, verify_expand) if t is not None]
+            steps += live
+            self.at_risk += live
+            if queues and live:
+                live[-1] >> queues[2]  # the schema is ready: let the workers take jobs again
+            work = self.backfills() + self.indexes()
+            steps += work
+            self.at_risk += work
+            if spec.soak is not None:
+                soak = SoakSensor(
+                    task_id="soak",
+                    soak=spec.soak,
+                    contract_window=spec.contract_window,
+                    ledger_schema=spec.ledger_schema,
+                    dry_run=DRY_RUN,
+                    **self.common(),
+                )
+                steps.append(soak)
+                self.at_risk.append(soak)
+            contract = self.phase_sql("contract")
+            verify = self.verify("verify", "contract", baseline="verify_expand" if verify_expand else "begin")
+            done = LedgerPhaseOperator(
+                task_id="done",
+                phase="completed",
+                ledger_schema=spec.ledger_schema,
+                dry_run=DRY_RUN,
+                **self.common(),
+            )
+            steps += [t for t in (contract, verify) if t is not None] + [done]
+            _chain(steps)
+            rollback = self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED)
+            if rollback is not None and self.at_risk:
+                for task in self.at_risk:
+                    task >> rollback
+        return dag
+
+    def begin(self) -> BaseOperator:
+        return MigrationGateOperator(
+            task_id="begin",
+            tables=self.tables.get("expand", []),
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **self.common(),
+        )
+
+    def preflight(self) -> BaseOperator:
+        backup = self.spec.backup
+        return LongTransactionSensor(
+            task_id="preflight",
+            postgres_conn_id=self.spec.postgres_conn_id,
+            max_transaction_age=self.spec.preflight.max_transaction_age,
+            wait=self.spec.preflight.wait,
+            redis_conn_id=self.spec.redis_conn_id,
+            backup_directory=str(backup.directory) if backup and backup.take else None,
+        )
+
+    def backup(self) -> list[BaseOperator]:
+        backup = self.spec.backup
+        if backup is None:
+            return []
+        tasks: list[BaseOperator] = []
+        with TaskGroup("backup"):
+            if backup.take:
+                dump = PgDumpOperator(
+                    task_id="dump",
+                    postgres_conn_id=self.spec.postgres_conn_id,
+                    directory=str(backup.directory),
+                )
+                tasks.append(dump)
+            fresh = BackupFreshnessSensor(
+                task_id="fresh",
+                directory=str(backup.directory),
+                pattern=backup.pattern,
+                max_age=backup.max_age,
+                must_contain=list(backup.must_contain),
+            )
+            tasks.append(fresh)
+        return tasks
+
+    def queues(self) -> list[BaseOperator]:
+        """Pause, drain, and the resume teardown that runs whatever happens (even after a failure)."""
+        queues = self.spec.queues
+        if queues is None:
+            return []
+        redis: dict[str, Any] = {
+            "redis_conn_id": self.spec.redis_conn_id,
+            "queues": list(queues.names),
+            "prefix": queues.prefix,
+        }
+        with TaskGroup("queues"):
+            pause = PauseQueuesOperator(
+                task_id="pause",
+                migration_id=self.spec.id,
+                pause_url=str(queues.pause_url) if queues.pause_url else None,
+                dry_run=DRY_RUN,
+                **redis,
+            )
+            drain = QueueDrainSensor(
+                task_id="drain",
+                drain_timeout=queues.drain_timeout,
+                skip="{{ params.skip_queue_drain }}",
+                deferrable=True,
+                **redis,
+            )
+            resume = ResumeQueuesOperator(
+                task_id="resume",
+                migration_id=self.spec.id,
+                resume_url=str(queues.resume_url) if queues.resume_url else None,
+                **redis,
+            ).as_teardown(setups=pause)
+        return [pause, drain, resume]
+
+    def verify(self, task_id: str, after: str, *, baseline: str) -> BaseOperator | None:
+        phase_tables = self.tables.get("expand", []) + (
+            self.tables.get("contract", []) if after == "contract" else []
+        )
+        checks = self.spec.checks_after(after)  # type: ignore[arg-type]
+        if not checks and not phase_tables:
+            return None
+        return VerifyOperator(
+            task_id=task_id,
+            postgres_conn_id=self.spec.postgres_conn_id,
+            checks=[_check(c) for c in checks],
+            tables=list(dict.fromkeys(phase_tables)),
+            baseline_task_id=baseline,
+            dry_run=DRY_RUN,
+        )
+
+    def backfills(self) -> list[Any]:
+        tasks: list[Any] = []
+        for fill in self.spec.backfill:
+            kwargs = {
+                **self.common(),
+                "table": fill.table,
+                "set": fill.set,
+                "where": fill.where,
+                "key": fill.key,
+                "batch_size": f"{{{{ params.batch_size or {fill.batch_size} }}}}",
+                "target_batch_time": fill.target_batch_time,
+                "pause": fill.pause,
+                "partitions": fill.partitions,
+                "ledger_schema": self.spec.ledger_schema,
+                "dry_run": DRY_RUN,
+            }
+            task_id = f"backfill.{fill.table}"
+            if fill.partitions > 1:
+                mapped = BatchBackfillOperator.partial(task_id=task_id, **kwargs).expand(
+                    partition=list(range(fill.partitions))
+                )
+                tasks.append(mapped)
+            else:
+                tasks.append(BatchBackfillOperator(task_id=task_id, partition=0, **kwargs))
+        return tasks
+
+    def indexes(self) -> list[BaseOperator]:
+        return [
+            ConcurrentIndexOperator(
+                task_id=f"index.{index.name}",
+                name=index.name,
+                table=index.table,
+                columns=list(index.columns),
+                unique=index.unique,
+                where=index.where,
+                using=index.using,
+                lock_timeout=self.spec.lock_timeout,
+                ddl_retries=self.spec.ddl_retries,
+                ledger_schema=self.spec.ledger_schema,
+                dry_run=DRY_RUN,
+                **self.common(),
+            )
+            for index in self.spec.indexes
+        ]
+
+
+def _chain(steps: Sequence[Any]) -> None:
+    """Runbook order, one step after the other (index builds on one table must not overlap)."""
+    for upstream, downstream in itertools.pairwise(steps):
+        upstream >> downstream
+
+
+def _broken_dag(path: Path, error: Exception) -> DAG:
+    """Stands in for a folder that does not load, so one typo does not hide the other migrations (one may
+    be mid-soak) and the error shows in the UI, on the ``lint`` task that fails with it."""
+    dag_id = "".join(c if c.isalnum() or c in "_-." else "_" for c in path.name)
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        tags=[*TAGS, "broken"],
+        doc_md=f"# {dag_id} does not load\n\n```\n{error}\n```",
+    ) as dag:
+        LintOperator(task_id="lint", folder=str(path))
+    return dag
+
+
+def build_migration_dag(path: Path | str) -> DAG:
+    """The DAG of the migration folder at ``path``; a bad spec raises :class:`SpecError` naming file and key."""
+    return _MigrationDag(load_migration(Path(path))).build()
+
+
+def build_migration_dags(folder: Path | str, *, strict: bool = False) -> dict[str, DAG]:
+    """Every migration below ``folder`` keyed by DAG id, plus a restore DAG where a backup is configured.
+
+    A folder that does not load raises with ``strict``; otherwise it is logged and becomes a DAG whose only
+    task, ``lint``, fails with the error.
+    """
+    from airflow_provider_expand.restore_dag import build_restore_dag
+
+    dags: dict[str, DAG] = {}
+    for path in find_migrations(Path(folder)):
+        try:
+            spec = load_migration(path)
+            built = [_MigrationDag(spec).build()]
+        except (SpecError, OSError, ValueError) as exc:
+            if strict:
+                raise
+            log.error("migration %s does not load: %s", path, exc)
+            built = [_broken_dag(path, exc)]
+        else:
+            if spec.backup is not None:
+                built.append(build_restore_dag(spec))
+        dags.update((dag.dag_id, dag) for dag in built)
+    return dags

@@ -1,0 +1,41 @@
+"""``LintOperator``: the DAG's first task, so a dangerous statement fails the run before the database is touched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from airflow_provider_expand.engine.lint import lint_migration
+from airflow_provider_expand.spec import load_migration
+
+
+class LintFindingsError(RuntimeError):
+    """The migration has findings; the message lists each as ``file:line: CODE message — alternative``."""
+
+
+class LintOperator(BaseOperator):
+    """Loads the migration folder (spec errors fail here too) and lints every SQL file against its phase."""
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#f3e8fd"
+
+    def __init__(self, *, folder: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.folder = folder
+
+    def execute(self, context: Context) -> int:
+        spec = load_migration(Path(self.folder))
+        findings = lint_migration(spec)
+        for finding in findings:
+            self.log.error("%s", finding)
+        if findings:
+            listing = "\n".join(f"  {f}" for f in findings)
+            raise LintFindingsError(
+                f"{len(findings)} lint finding(s) in {spec.folder.name}; fix them or allow one with "
+                f"'-- expand: allow CODE because <reason>':\n{listing}"
+            )
+        self.log.info("%s lints clean (%d SQL files)", spec.id, len(spec.sql_files()))
+        return 0
