@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--conn-id", default="postgres_default", help="postgres_conn_id to write in the spec")
     new.set_defaults(handler=_new)
 
+    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG")
+    plan.add_argument("path", type=Path, metavar="PATH", help="a migration folder")
+    plan.set_defaults(handler=_plan)
+
     status = commands.add_parser(
         "status", help="phase and per-step progress from the target database's ledger"
     )
@@ -83,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=_status)
     return parser
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from airflow_provider_expand.plan import plan_migration  # imports Airflow: only for this command
+
+    if not (args.path / SPEC_FILE).is_file():
+        raise UsageError(f"plan: {args.path} has no {SPEC_FILE}")
+    dag_id, steps = plan_migration(args.path)
+    print(f"{dag_id}: {len(steps)} steps")
+    for number, step in enumerate(steps, 1):
+        print(f"{number:>3}. {step}")
+    return OK
 
 
 # -- lint ------------------------------------------------------------------------------------------

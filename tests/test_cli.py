@@ -210,3 +210,19 @@ def test_status_connection_failure_hides_the_password(capsys: pytest.CaptureFixt
     assert main(["status", "x", "--conn", dsn]) == 2
     err = capsys.readouterr().err
     assert "cannot connect to" in err and "s3cret" not in err
+
+
+def test_plan_lists_the_steps_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parent.parent / "dags" / "migrations" / "products_title_to_name"
+    assert main(["plan", str(example)]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split()[1] for line in out.splitlines()[1:]]
+    assert lines[:3] == ["lint", "begin", "preflight"]
+    assert (
+        lines.index("expand")
+        < lines.index("backfill.products")
+        < lines.index("soak")
+        < lines.index("contract")
+    )
+    assert "runs on one_failed of:" in out and "teardown: always runs" in out
+    assert main(["plan", str(example.parent)]) == 2
