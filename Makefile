@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test lint typecheck pytest clean
+.PHONY: install test lint typecheck pytest clean demo ui
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,5 +25,14 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The example migration end to end on embedded PostgreSQL + Redis (or EXPAND_DEMO_PG_DSN / EXPAND_DEMO_REDIS_URL).
+# Every run re-seeds the demo database, so it can run again and again. EXPAND_DEMO_ROWS, EXPAND_DEMO_SOAK tune it.
+demo: install
+	$(PY) -m airflow_provider_expand.demo run
+
+# Airflow 3 standalone on the same servers, the migration ready to trigger from the UI (EXPAND_DEMO_PORT, 8080).
+ui: install
+	$(PY) -m airflow_provider_expand.demo ui
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .demo
