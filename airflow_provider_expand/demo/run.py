@@ -63,11 +63,13 @@ def _task_states(dag_run: Any) -> dict[str, str]:
 
 def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) -> bool:
     """Trigger the migration as the UI would (no logical date) while the app writes; True if it succeeded."""
+    # the in-process execution API and the task runner's bookkeeping would drown the tasks' own lines
+    os.environ.setdefault(
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS",
+        "airflow.api_fastapi=WARNING task=WARNING airflow.models.dagbag=WARNING",
+    )
     from airflow.models.dagbag import DagBag  # after prepare_airflow: Airflow reads its config on import
 
-    # the in-process execution API and the task runner's bookkeeping would drown the tasks' own lines
-    for noisy in ("airflow.api_fastapi", "task", "airflow.models.dagbag"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     bag = DagBag(dag_folder=str(dags))
     if bag.import_errors:
         raise RuntimeError(f"the demo DAG does not load: {bag.import_errors}")
