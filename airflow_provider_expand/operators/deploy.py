@@ -1,0 +1,89 @@
+"""``DockerDeployOperator``: the runbook's 'Deploy New Code' (and its way back) over the docker provider.
+
+Thin: the client comes from ``DockerHook`` (or straight from ``docker_url``), the work from
+:mod:`airflow_provider_expand.engine.release`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any, cast
+
+from airflow.providers.docker.hooks.docker import DockerHook
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowSkipException
+from docker import APIClient
+
+from airflow_provider_expand.engine.deploy import docker_client
+from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.release import DeployTarget, release, roll_back_release
+from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.operators.flags import as_bool
+
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+
+
+def docker_api(docker_url: str | None = None, docker_conn_id: str | None = None) -> APIClient:
+    """``DockerHook``'s client when a connection (registry login) is named, else one for ``docker_url``."""
+    if docker_conn_id:
+        return cast(
+            APIClient,
+            DockerHook(docker_conn_id=docker_conn_id, base_url=docker_url or DEFAULT_DOCKER_URL).get_conn(),
+        )
+    return docker_client(docker_url or DEFAULT_DOCKER_URL)
+
+
+class DockerDeployOperator(BaseOperator):
+    """Recreate ``container`` on ``image`` and wait for ``health_url``; with ``rollback``, go back to the
+    image the ledger recorded before the deploy (skipped when there was no deploy)."""
+
+    template_fields: Sequence[str] = ("image", "is_dry_run")
+    ui_color = "#d5e8f7"
+
+    def __init__(
+        self,
+        *,
+        migration_id: str,
+        postgres_conn_id: str,
+        container: str,
+        health_url: str,
+        image: str | None = None,
+        health_timeout: dt.timedelta = dt.timedelta(minutes=5),
+        docker_url: str | None = None,
+        docker_conn_id: str | None = None,
+        rollback: bool = False,
+        ledger_schema: str = DEFAULT_SCHEMA,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not rollback and not image:
+            raise ValueError(f"{kwargs.get('task_id')}: image is required to deploy")
+        self.migration_id = migration_id
+        self.postgres_conn_id = postgres_conn_id
+        self.target = DeployTarget(container, health_url, health_timeout)
+        self.image = image
+        self.docker_url = docker_url
+        self.docker_conn_id = docker_conn_id
+        self.rollback = rollback
+        self.ledger_schema = ledger_schema
+        self.is_dry_run = dry_run
+
+    def execute(self, context: Context) -> dict[str, object] | None:
+        log = cast(logging.Logger, self.log)
+        if as_bool(self.is_dry_run):
+            what = "roll back" if self.rollback else f"deploy {self.image} to"
+            self.log.info("dry run: would %s container %s", what, self.target.container)
+            return None
+        client = docker_api(self.docker_url, self.docker_conn_id)
+        connect = postgres_connector(self.postgres_conn_id)
+        ledger = Ledger(self.ledger_schema)
+        if self.rollback:
+            back = roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
+            if back is None:
+                raise AirflowSkipException(f"no deploy of {self.migration_id} recorded: nothing to roll back")
+            return back.summary()
+        assert self.image is not None
+        return release(client, connect, ledger, self.migration_id, self.target, self.image, log).summary()
