@@ -6,13 +6,16 @@ failure (nothing applied yet) would trigger it too. The ledger tells whether exp
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, cast
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.release import DeployTarget, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 
 # Phases in which the schema may hold part or all of the expand.
@@ -24,9 +27,21 @@ class RollbackOperator(PhaseSQLOperator):
 
     ui_color = "#f8d7da"
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, deploy: dict[str, Any] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("phase", "rollback")
         super().__init__(**kwargs)
+        # DockerDeployOperator arguments (container, health_url, ...): the new code stops before rollback.sql
+        self.deploy = deploy
+
+    def _roll_back_container(self) -> None:
+        """The recorded previous image back on the container, healthy, before any SQL runs."""
+        assert self.deploy is not None
+        args = dict(self.deploy)
+        client = docker_api(args.pop("docker_url", None), args.pop("docker_conn_id", None))
+        target = DeployTarget(args["container"], args["health_url"], args["health_timeout"])
+        connect = postgres_connector(self.postgres_conn_id)
+        log = cast(logging.Logger, self.log)
+        roll_back_release(client, connect, Ledger(self.ledger_schema), self.migration_id, target, log)
 
     def execute(self, context: Context) -> dict[str, object]:
         ledger = Ledger(self.ledger_schema)
@@ -44,4 +59,6 @@ class RollbackOperator(PhaseSQLOperator):
                 "new code relies on the expanded schema. Use the restore_from_backup DAG as a last resort."
             )
         self.log.warning("rolling back %s from phase %s", self.migration_id, record.phase)
+        if self.deploy is not None and not self._dry_run_flag():
+            self._roll_back_container()
         return super().execute(context)
