@@ -1,0 +1,201 @@
+"""One real Airflow for the tests in this folder: api-server, scheduler, dag-processor and triggerer as
+separate processes on localhost (LocalExecutor, SQLite metadata DB in a temporary home), not dag.test().
+
+Two copies of the example migration are in its dags folder, each on a database of its own so their runs
+may overlap: ``products_title_to_name`` as shipped (soak shortened) and ``products_title_to_name_rollback``
+with a failing ``after: expand`` check injected.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from airflow_provider_expand.demo.airflow_home import airflow_env, connection_env
+from airflow_provider_expand.demo.servers import free_port, with_dbname
+from tests.dags.harness import copy_migration, seed_bullmq_queue, seed_demo
+
+MIGRATION = "products_title_to_name"
+ROLLBACK = "products_title_to_name_rollback"
+ROWS = 3_000
+SOAK = "20s"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL = {"success", "failed"}
+
+
+@dataclass
+class LiveAirflow:
+    """A running Airflow and a REST API v2 client for it (token from ``/auth/token``)."""
+
+    url: str
+    home: Path
+    processes: list[subprocess.Popen[bytes]]
+    dsns: dict[str, str]
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def authorize(self) -> None:
+        token = self.client.get(f"{self.url}/auth/token").raise_for_status().json()["access_token"]
+        self.client.headers["Authorization"] = f"Bearer {token}"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, f"{self.url}/api/v2{path}", **kwargs)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """Un-pause and trigger as the UI does: no logical date, the params form's values as conf."""
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return str(run["dag_run_id"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
+
+    def watch(self, dag_id: str, run_id: str, timeout: float = 420.0) -> tuple[str, dict[str, list[str]]]:
+        """Poll the run until it ends; returns its state and every state seen for each task, in order
+        (plus ``in_triggerer`` when a deferred task was held by a triggerer job)."""
+        seen: dict[str, list[str]] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for ti in self.task_instances(dag_id, run_id):
+                states = seen.setdefault(ti["task_id"], [])
+                state = str(ti["state"])
+                if state == "deferred" and ti.get("triggerer_job"):
+                    state = "deferred:in_triggerer"
+                if not states or states[-1] != state:
+                    states.append(state)
+            run_state = str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if run_state in TERMINAL:
+                return run_state, seen
+            time.sleep(1)
+        raise AssertionError(
+            f"{dag_id} {run_id} did not end within {timeout:.0f} s; states {seen}; {self.logs()}"
+        )
+
+    def logs(self) -> str:
+        """The tail of every component's log, for a failure message."""
+        return "\n".join(
+            f"--- {name}\n" + (self.home / f"{name}.log").read_text(errors="replace")[-3000:]
+            for name in COMPONENTS
+        )
+
+
+def _wait_until(check: Any, what: str, timeout: float, live: LiveAirflow) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in live.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}\n{live.logs()}")
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, AssertionError):
+            pass
+        time.sleep(2)
+    raise TimeoutError(f"{what} not within {timeout:.0f} s\n{live.logs()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
+    home = Path(tempfile.mkdtemp(prefix="expand-live-airflow-"))
+    prefix = f"expandlive{uuid.uuid4().hex[:10]}"
+    databases = {
+        MIGRATION: f"expand_live_{uuid.uuid4().hex[:10]}",
+        ROLLBACK: f"expand_live_rb_{uuid.uuid4().hex[:10]}",
+    }
+    dsns: dict[str, str] = {}
+    client = redis.Redis.from_url(redis_url)
+    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+        for dag_id, name in databases.items():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            dsns[dag_id] = with_dbname(pg_server_dsn, name)
+            with psycopg.connect(dsns[dag_id], autocommit=True) as conn:
+                seed_demo(conn, ROWS)
+    seed_bullmq_queue(client, prefix)
+    queues = {"names": ["sync"], "prefix": prefix, "drain_timeout": "60s"}
+    copy_migration(home, MIGRATION, soak=SOAK, queues=queues)
+    failing = {"name": "injected failure", "sql": "SELECT 1", "expect": 2, "after": "expand"}
+    copy_migration(home, ROLLBACK, soak=SOAK, queues=queues, verify=[failing], postgres_conn_id="app_db_rb")
+    dags = home / "dags"
+    dags.mkdir()
+    (dags / "expand_live.py").write_text(
+        "from airflow_provider_expand.dag_factory import build_migration_dags\n"
+        f"globals().update(build_migration_dags({str(home / 'migrations')!r}, strict=True))\n"
+    )
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))},
+        **airflow_env(home, dags, port=port, parallelism=4),
+        **connection_env(dsns[MIGRATION], redis_url),
+        **connection_env(dsns[ROLLBACK], redis_url, pg_conn_id="app_db_rb"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
+    )
+    processes = []
+    for name in COMPONENTS:
+        args = [sys.executable, "-m", "airflow", name] + (
+            ["--port", str(port)] if name == "api-server" else []
+        )
+        with (home / f"{name}.log").open("wb") as out:
+            processes.append(
+                subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+    live = LiveAirflow(url=f"http://127.0.0.1:{port}", home=home, processes=processes, dsns=dsns)
+    try:
+        _wait_until(
+            lambda: live.client.get(f"{live.url}/api/v2/monitor/health").status_code == 200,
+            "api-server health",
+            240,
+            live,
+        )
+        live.authorize()
+        _wait_until(
+            lambda: all(live.client.get(f"{live.url}/api/v2/dags/{d}").status_code == 200 for d in databases),
+            "both DAGs parsed",
+            180,
+            live,
+        )
+        yield live
+    finally:
+        live.client.close()
+        for process in processes:
+            _stop(process)
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            for name in databases.values():
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
