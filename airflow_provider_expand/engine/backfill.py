@@ -18,7 +18,8 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -394,8 +395,9 @@ def run_backfill(
                 )
                 last = first
                 if not key_range.empty:
-                    last = run.main_pass(first)
-                    run.sweep(last)
+                    with _batch_commits(conn):
+                        last = run.main_pass(first)
+                        run.sweep(last)
                 progress.finish(run.swept)
                 ledger.finish_step(conn, migration_id, spec.step, partition, rows_total=progress.rows_done)
             except BaseException as exc:
@@ -419,6 +421,22 @@ def run_backfill(
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,
     )
+
+
+@contextmanager
+def _batch_commits(conn: psycopg.Connection) -> Iterator[None]:
+    """Batches commit without waiting for the WAL flush (``synchronous_commit = off``).
+
+    Safe because a batch and its checkpoint commit atomically: a server crash can lose only the last
+    few batches *together with* their checkpoints, which the next run redoes. It saves an fsync per
+    batch, and row locks are released that much sooner. The step's final status is written durably.
+    """
+    conn.execute("SET synchronous_commit = off")
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute("RESET synchronous_commit")
 
 
 def _record_failure(

@@ -197,16 +197,22 @@ class Target:
 def _table_row(conn: psycopg.Connection, schema: str | None, name: str) -> tuple[int, str, float, bool]:
     qualified = (sql.Identifier(schema, name) if schema else sql.Identifier(name)).as_string(conn)
     row = conn.execute(
-        "SELECT c.oid, c.relkind, c.reltuples, c.relhassubclass FROM pg_class c"
-        " WHERE c.oid = to_regclass(%s)",
+        "SELECT c.oid, c.relkind, c.reltuples, c.relhassubclass, row_security_active(c.oid), current_user"
+        " FROM pg_class c WHERE c.oid = to_regclass(%s)",
         (qualified,),
     ).fetchone()
     if row is None:
         where = f"schema {schema!r}" if schema else "the search_path"
         raise BackfillInputError("table", f"{qualified} does not exist in {where}")
-    oid, relkind, reltuples, has_children = row
+    oid, relkind, reltuples, has_children, rls, role = row
     if relkind not in ("r", "p"):
         raise BackfillInputError("table", f"{qualified} is not a table (relkind {relkind!r})")
+    if rls:  # the backfill would see, and the sweep would vouch for, only the rows the policies show
+        raise BackfillInputError(
+            "table",
+            f"row level security of {qualified} applies to role {role!r}: run the backfill as the table owner "
+            "or a BYPASSRLS role",
+        )
     return int(oid), str(relkind), float(reltuples), bool(has_children)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import uuid
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from airflow_provider_expand.engine.backfill import BackfillInputError, BackfillSpec, run_backfill
 from airflow_provider_expand.engine.database import Connector
@@ -118,3 +120,28 @@ def test_a_set_that_leaves_where_true_stops_and_rolls_its_batch_back(
     assert _fingerprint(products) == before  # the first batch held key 7, and it was rolled back
     step = products.execute("SELECT status, rows_done, last_key, error FROM airflow_expand.steps").fetchone()
     assert step is not None and step[:3] == ("failed", 0, None) and "still matches" in step[3]
+
+
+def test_row_level_security_on_the_role_is_refused(products: psycopg.Connection, pg_dsn: str) -> None:
+    """Under RLS the backfill would only see (and the sweep only vouch for) the rows a policy shows."""
+    role = f"expand_app_{uuid.uuid4().hex[:8]}"
+    products.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    try:
+        products.execute(sql.SQL("GRANT SELECT, UPDATE ON products TO {}").format(sql.Identifier(role)))
+        products.execute("ALTER TABLE products ENABLE ROW LEVEL SECURITY")
+        products.execute("CREATE POLICY some_shop ON products USING (id < 100)")
+
+        def as_app() -> psycopg.Connection:
+            conn = psycopg.connect(pg_dsn, autocommit=True)
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            return conn
+
+        before = _fingerprint(products)
+        with pytest.raises(
+            BackfillInputError, match=rf"row level security .* applies to role '{role}'"
+        ) as caught:
+            run_backfill(as_app, GOOD, migration_id="m", log=LOG)
+        assert caught.value.field == "table" and _fingerprint(products) == before
+    finally:
+        products.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        products.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

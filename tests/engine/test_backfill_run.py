@@ -145,7 +145,7 @@ def test_backfill_with_a_writer_is_complete_and_never_blocks_it_long(
     time.sleep(0.2)
     try:
         result = run_backfill(
-            pg_connect, SPEC, migration_id="m", log=LOG, progress_every=dt.timedelta(seconds=1)
+            pg_connect, SPEC, migration_id="m", log=LOG, progress_every=dt.timedelta(milliseconds=250)
         )
     finally:
         writer.stop.set()
@@ -154,10 +154,10 @@ def test_backfill_with_a_writer_is_complete_and_never_blocks_it_long(
         blocker.close()
 
     assert writer.error is None, writer.error
-    assert writer.counts["insert"] > 20 and writer.counts["update"] > 20 and writer.counts["lock"] > 10
+    assert min(writer.counts.values()) > 10, writer.counts
     _assert_complete(pg_conn)
     assert max(writer.latencies) < 0.100, f"writer waited {max(writer.latencies) * 1000:.0f} ms"
-    assert result.rows_swept >= len(held)
+    assert result.rows_swept >= len(held), result
     assert result.rows_done == result.rows_this_run >= rows * 49 // 50 - 2 * writer.counts["update"]
     step = ledger.step(pg_conn, "m", "backfill:products")
     assert step is not None and step.status == "success" and step.rows_done == result.rows_done
