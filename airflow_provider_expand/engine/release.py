@@ -50,6 +50,7 @@ def release(
     """Deploy ``image`` as the ``deploy`` step: previous image recorded first, phase ``deployed`` after."""
     with connect() as conn:
         conn.autocommit = True
+        ledger.ensure(conn)  # also usable outside a migration DAG, whose begin task creates it
         step = ledger.start_step(conn, migration_id, DEPLOY_STEP)
         previous = step.last_key  # a retry keeps the image from before the first attempt
         if previous is None:
