@@ -17,16 +17,20 @@ import pendulum
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule
 
 from airflow_provider_expand.engine.statements import load_statements, relations
+from airflow_provider_expand.notifications import MigrationNotifier
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 from airflow_provider_expand.operators.backup import PgDumpOperator
+from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from airflow_provider_expand.operators.index import ConcurrentIndexOperator
 from airflow_provider_expand.operators.ledger import LedgerPhaseOperator, MigrationGateOperator
 from airflow_provider_expand.operators.lint import LintOperator
+from airflow_provider_expand.operators.migrator import MigratorOperator
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.operators.rollback import RollbackOperator
 from airflow_provider_expand.operators.verify import VerifyOperator
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
+from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor
 from airflow_provider_expand.sensors.preflight import LongTransactionSensor
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 from airflow_provider_expand.sensors.soak import SoakSensor
@@ -148,13 +152,15 @@ class _MigrationDag:
                 steps += queues[:2]
                 # a setup task may only lead to ALL_SUCCESS tasks; a failed pause still fails the drain
                 self.at_risk.append(queues[1])
-            expand = self.phase_sql("expand")
+            expand = self.expand()
             verify_expand = self.verify("verify_expand", "expand", baseline="begin")
             live = [t for t in (expand, verify_expand) if t is not None]
-            steps += live
-            self.at_risk += live
-            if queues and live:
-                live[-1] >> queues[2]  # the schema is ready: let the workers take jobs again
+            deployed = self.deploy()
+            steps += live + deployed
+            self.at_risk += live + deployed
+            if queues and (live or deployed):
+                # the schema is ready and the new code runs: let the workers take jobs again
+                (deployed[:1] or live)[-1] >> queues[2]
             work = self.backfills() + self.indexes()
             steps += work
             self.at_risk += work
@@ -180,11 +186,114 @@ class _MigrationDag:
             )
             steps += [t for t in (contract, verify) if t is not None] + [done]
             _chain(steps)
-            rollback = self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED)
+            rollback = self.rollback()
             if rollback is not None and self.at_risk:
                 for task in self.at_risk:
                     task >> rollback
+            self.notify(dag, done, rollback)
         return dag
+
+    # -- deploy, watch, rollback of the container, notifications (issue 5) -------------------------
+
+    def deploy_args(self) -> dict[str, Any] | None:
+        """The container the deploy step recreates (and the rollback puts back), or None without ``deploy``."""
+        deploy = self.spec.deploy
+        if deploy is None:
+            return None
+        return {
+            "container": deploy.container,
+            "health_url": str(deploy.health_url),
+            "health_timeout": deploy.health_timeout,
+            "docker_url": deploy.docker_url,
+            "docker_conn_id": deploy.docker_conn_id,
+        }
+
+    def expand(self) -> BaseOperator | None:
+        """expand.sql through the DDL runner, or the app's own migrator in its image."""
+        migrator = self.spec.migrator
+        if migrator is None:
+            return self.phase_sql("expand")
+        docker = self.deploy_args() or {}
+        return MigratorOperator(
+            task_id="expand",
+            image=migrator.image,
+            command=migrator.command,
+            environment=dict(migrator.environment),
+            docker_url=docker.get("docker_url"),
+            docker_conn_id=docker.get("docker_conn_id"),
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **self.common(),
+        )
+
+    def deploy(self) -> list[BaseOperator]:
+        """``deploy`` then ``watch`` (when the spec's watch is not zero)."""
+        deploy, args = self.spec.deploy, self.deploy_args()
+        if deploy is None or args is None:
+            return []
+        common = {**self.common(), "ledger_schema": self.spec.ledger_schema, "dry_run": DRY_RUN}
+        tasks: list[BaseOperator] = [
+            DockerDeployOperator(task_id="deploy", image=deploy.image, **args, **common)
+        ]
+        if deploy.watch.total_seconds() > 0:
+            tasks.append(
+                DeployWatchSensor(
+                    task_id="watch",
+                    container=deploy.container,
+                    health_url=str(deploy.health_url),
+                    watch=deploy.watch,
+                    escalate_after=deploy.escalate_after,
+                    max_error_lines=deploy.max_error_lines,
+                    metrics_url=str(deploy.metrics_url) if deploy.metrics_url else None,
+                    max_5xx_rate=deploy.max_5xx_rate,
+                    docker_url=deploy.docker_url,
+                    docker_conn_id=deploy.docker_conn_id,
+                    **common,
+                )
+            )
+        return tasks
+
+    def rollback(self) -> BaseOperator | None:
+        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql."""
+        args = self.deploy_args()
+        if self.spec.sql_path("rollback") is not None:
+            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args)
+        if args is None:
+            return None
+        return DockerDeployOperator(
+            task_id="rollback",
+            rollback=True,
+            trigger_rule=TriggerRule.ONE_FAILED,
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **args,
+            **self.common(),
+        )
+
+    def notify(self, dag: DAG, done: BaseOperator, rollback: BaseOperator | None) -> None:
+        """Task callbacks: any task failing, the rollback finishing, ``done`` (the migration completed)."""
+        notify = self.spec.notify
+        if notify is None or notify.smtp is None:
+            return
+        smtp = notify.smtp
+
+        def notifier(event: Any) -> MigrationNotifier:
+            return MigrationNotifier(
+                event=event,
+                to=list(smtp.to),
+                smtp_conn_id=smtp.conn_id,
+                from_email=smtp.from_email,
+                ledger_schema=self.spec.ledger_schema,
+                **self.common(),
+            )
+
+        if "failure" in notify.events:
+            for task in dag.tasks:
+                task.on_failure_callback = [notifier("failure")]
+        if "rollback" in notify.events and rollback is not None:
+            rollback.on_success_callback = [notifier("rollback")]
+        if "completion" in notify.events:
+            done.on_success_callback = [notifier("completion")]
 
     def begin(self) -> BaseOperator:
         return MigrationGateOperator(

@@ -1,0 +1,79 @@
+"""``MigrationNotifier``: the spec's ``notify:`` as an Airflow notifier (the runbook's T+30 'Notifică tech
+lead'), sent on failure, on rollback and on completion with the run's timeline read from the ledger."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseNotifier, Context
+
+from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.timeline import timeline
+from airflow_provider_expand.operators.connections import postgres_connector
+
+Event = Literal["failure", "rollback", "completion"]
+DEFAULT_FROM = "airflow-expand@localhost"
+
+
+class MigrationNotifier(BaseNotifier):
+    """Mails ``to`` through the SMTP provider's notifier; the body is the ledger's timeline of the run."""
+
+    def __init__(
+        self,
+        *,
+        event: Event,
+        migration_id: str,
+        postgres_conn_id: str,
+        to: Sequence[str],
+        smtp_conn_id: str = "smtp_default",
+        from_email: str | None = None,
+        ledger_schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        super().__init__()
+        self.event = event
+        self.migration_id = migration_id
+        self.postgres_conn_id = postgres_conn_id
+        self.to = list(to)
+        self.smtp_conn_id = smtp_conn_id
+        self.from_email = from_email
+        self.ledger_schema = ledger_schema
+
+    def message(self, context: Context) -> tuple[str, str]:
+        """Subject and plain-text body."""
+        ledger = Ledger(self.ledger_schema)
+        try:
+            with postgres_connector(self.postgres_conn_id)() as conn:
+                installed = ledger.installed(conn)
+                record = ledger.get(conn, self.migration_id) if installed else None
+                steps = ledger.steps(conn, self.migration_id) if installed else []
+            text = timeline(self.migration_id, record, steps)
+        except Exception as exc:  # the mail still goes out: the database may be what failed
+            text = f"migration {self.migration_id}: ledger unreadable ({exc})"
+        ti: Any = context.get("ti") or context.get("task_instance")
+        run: Any = context.get("dag_run")
+        where = f"task {ti.task_id}" if ti is not None else "the run"
+        headline = {
+            "failure": f"FAILED at {where}",
+            "rollback": "ROLLED BACK",
+            "completion": "completed",
+        }[self.event]
+        subject = f"[airflow-expand] {self.migration_id} {headline}"
+        exception = context.get("exception")
+        body = [subject, f"run: {run.run_id if run is not None else '-'}"]
+        if exception is not None:
+            body.append(f"error: {exception}")
+        return subject, "\n".join([*body, "", text])
+
+    def notify(self, context: Context) -> None:
+        subject, body = self.message(context)
+        SmtpNotifier(
+            to=self.to,
+            from_email=self.from_email or DEFAULT_FROM,
+            subject=subject,
+            html_content=f"<pre>{html.escape(body)}</pre>",
+            smtp_conn_id=self.smtp_conn_id,
+        ).notify(context)
+        self.log.info("sent %s notification for %s to %s", self.event, self.migration_id, ", ".join(self.to))
