@@ -29,5 +29,5 @@ class BatchSizer:
         step = min(max(ideal / self.size, 0.5), 2.0)
         # Halfway towards the ideal size: smooths out one-off slow or fast batches.
         proposed = self.size * (1 + step) / 2
-        self.size = int(min(max(proposed, self.low), self.high))
+        self.size = round(min(max(proposed, self.low), self.high))
         return self.size
