@@ -1,9 +1,9 @@
 """One real Airflow for the tests in this folder: api-server, scheduler, dag-processor and triggerer as
 separate processes on localhost (LocalExecutor, SQLite metadata DB in a temporary home), not dag.test().
 
-Two copies of the example migration are in its dags folder, each on a database of its own so their runs
-may overlap: ``products_title_to_name`` as shipped (soak shortened) and ``products_title_to_name_rollback``
-with a failing ``after: expand`` check injected.
+Copies of the example migration are in its dags folder, each on a database of its own so their runs may
+overlap: ``products_title_to_name`` as shipped (soak shortened), ``products_title_to_name_rollback`` with a
+failing ``after: expand`` check injected, and ``products_title_to_name_ui`` for the browser test.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tests.dags.harness import copy_migration, seed_bullmq_queue, seed_demo
 
 MIGRATION = "products_title_to_name"
 ROLLBACK = "products_title_to_name_rollback"
+BROWSER = "products_title_to_name_ui"  # the browser test's own copy: its run must not queue behind the others
 ROWS = 3_000
 SOAK = "20s"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -123,27 +124,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
-    home = Path(tempfile.mkdtemp(prefix="expand-live-airflow-"))
-    prefix = f"expandlive{uuid.uuid4().hex[:10]}"
-    databases = {
-        MIGRATION: f"expand_live_{uuid.uuid4().hex[:10]}",
-        ROLLBACK: f"expand_live_rb_{uuid.uuid4().hex[:10]}",
-    }
-    dsns: dict[str, str] = {}
-    client = redis.Redis.from_url(redis_url)
-    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-        for dag_id, name in databases.items():
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            dsns[dag_id] = with_dbname(pg_server_dsn, name)
-            with psycopg.connect(dsns[dag_id], autocommit=True) as conn:
-                seed_demo(conn, ROWS)
-    seed_bullmq_queue(client, prefix)
+def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> LiveAirflow:
+    """Migration copies, a DAG file, the metadata DB, then the four components, each in its own group."""
     queues = {"names": ["sync"], "prefix": prefix, "drain_timeout": "60s"}
     copy_migration(home, MIGRATION, soak=SOAK, queues=queues)
     failing = {"name": "injected failure", "sql": "SELECT 1", "expect": 2, "after": "expand"}
     copy_migration(home, ROLLBACK, soak=SOAK, queues=queues, verify=[failing], postgres_conn_id="app_db_rb")
+    copy_migration(home, BROWSER, soak=SOAK, queues=queues, postgres_conn_id="app_db_ui")
     dags = home / "dags"
     dags.mkdir()
     (dags / "expand_live.py").write_text(
@@ -156,6 +143,7 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
         **airflow_env(home, dags, port=port, parallelism=4),
         **connection_env(dsns[MIGRATION], redis_url),
         **connection_env(dsns[ROLLBACK], redis_url, pg_conn_id="app_db_rb"),
+        **connection_env(dsns[BROWSER], redis_url, pg_conn_id="app_db_ui"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
@@ -164,17 +152,35 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
     )
-    processes = []
+    live = LiveAirflow(url=f"http://127.0.0.1:{port}", home=home, processes=[], dsns=dsns)
     for name in COMPONENTS:
         args = [sys.executable, "-m", "airflow", name] + (
             ["--port", str(port)] if name == "api-server" else []
         )
         with (home / f"{name}.log").open("wb") as out:
-            processes.append(
+            live.processes.append(
                 subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             )
-    live = LiveAirflow(url=f"http://127.0.0.1:{port}", home=home, processes=processes, dsns=dsns)
+    return live
+
+
+@pytest.fixture(scope="session")
+def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
+    home = Path(tempfile.mkdtemp(prefix="expand-live-airflow-"))
+    prefix = f"expandlive{uuid.uuid4().hex[:10]}"
+    databases = {dag_id: f"expand_live_{uuid.uuid4().hex[:10]}" for dag_id in (MIGRATION, ROLLBACK, BROWSER)}
+    dsns = {dag_id: with_dbname(pg_server_dsn, name) for dag_id, name in databases.items()}
+    client = redis.Redis.from_url(redis_url)
+    live: LiveAirflow | None = None
     try:
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            for name in databases.values():
+                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        for dsn in dsns.values():
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                seed_demo(conn, ROWS)
+        seed_bullmq_queue(client, prefix)
+        live = _start(home, dsns, redis_url, prefix)
         _wait_until(
             lambda: live.client.get(f"{live.url}/api/v2/monitor/health").status_code == 200,
             "api-server health",
@@ -184,15 +190,16 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
         live.authorize()
         _wait_until(
             lambda: all(live.client.get(f"{live.url}/api/v2/dags/{d}").status_code == 200 for d in databases),
-            "both DAGs parsed",
+            "the DAGs parsed",
             180,
             live,
         )
         yield live
     finally:
-        live.client.close()
-        for process in processes:
-            _stop(process)
+        if live is not None:
+            live.client.close()
+            for process in live.processes:
+                _stop(process)
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             for name in databases.values():
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
