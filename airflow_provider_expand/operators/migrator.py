@@ -80,7 +80,8 @@ class MigratorOperator(DockerOperator):
             return None
         url = database_url(self.postgres_conn_id)
         mask_secret(url)
-        self._private_environment = {**self._private_environment, self.database_env: url}
+        private: dict[str, str] = dict(getattr(self, "_private_environment", None) or {})
+        self._private_environment = {**private, self.database_env: url}
         ledger = Ledger(self.ledger_schema)
         connect = postgres_connector(self.postgres_conn_id)
         with connect() as conn:
