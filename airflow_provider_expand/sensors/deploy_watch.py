@@ -25,7 +25,7 @@ WATCH_STEP = "watch"
 
 
 class DeployWatchSensor(BaseSensorOperator):
-    """Succeeds once ``watch`` has passed since the ledger's ``deployed_at`` without a lasting problem."""
+    """Succeeds once ``watch`` has passed since the ledger's ``deployed_at`` with no problem open."""
 
     template_fields: Sequence[str] = ("is_dry_run",)
     ui_color = "#e2f0d9"
@@ -107,6 +107,9 @@ class DeployWatchSensor(BaseSensorOperator):
             raise AirflowFailException(f"escalating: {exc}") from exc
         assert self._until is not None
         if now < self._until:
+            return False
+        if self._watch.problem_since is not None:
+            # a problem still open at the end of the watch is watched until it clears or escalates
             return False
         self.log.info(
             "watch over: %s healthy for %s; %d error lines in all",
