@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 import urllib.request
 
 import pytest
@@ -124,3 +125,39 @@ def test_bad_input_leaves_the_running_container_untouched(
     assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert _get(health) == 200
     assert docker_client(DOCKER_URL).ping()
+
+
+def test_the_container_healthcheck_is_kept_and_waited_for(
+    docker_api: APIClient, app_images: AppImages
+) -> None:
+    from tests.deploy.images import free_port
+
+    name, port = f"expandtest-hc-{time.monotonic_ns() % 10**8}", free_port()
+    check = {
+        "Test": ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health/ready"],
+        "Interval": 300_000_000,
+        "Timeout": 2_000_000_000,
+        "Retries": 2,
+    }
+    created = docker_api.create_container(
+        app_images.v1,
+        name=name,
+        ports=[8080],
+        healthcheck=check,
+        host_config=docker_api.create_host_config(port_bindings={8080: ("127.0.0.1", port)}),
+    )
+    docker_api.start(created["Id"])
+    try:
+        deploy(
+            docker_api,
+            name,
+            app_images.v2,
+            health_url=f"http://127.0.0.1:{port}/health/ready",
+            health_timeout=dt.timedelta(seconds=20),
+            log=log,
+        )
+        after = docker_api.inspect_container(name)
+        assert after["Config"]["Healthcheck"]["Test"] == check["Test"]
+        assert after["State"]["Health"]["Status"] == "healthy"  # waited for, not only the HTTP 200
+    finally:
+        docker_api.remove_container(name, force=True)
