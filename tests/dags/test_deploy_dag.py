@@ -157,3 +157,61 @@ def test_failed_deploy_rolls_the_container_back_before_rollback_sql(
     assert any("ROLLED BACK" in s for s in subjects), subjects
     body = smtp_inbox.body("ROLLED BACK")
     assert "deploy failed" in body and "404" in body and "rollback:deploy success" in body, body
+
+
+def test_deploy_watch_migrator_and_notify_in_the_graph(tmp_path: Path) -> None:
+    """Built without any server: where the issue-5 steps sit and what rolls back."""
+    from airflow.sdk import TriggerRule
+
+    from airflow_provider_expand.dag_factory import build_migration_dag
+    from airflow_provider_expand.notifications import MigrationNotifier
+    from airflow_provider_expand.operators.deploy import DockerDeployOperator
+    from airflow_provider_expand.operators.migrator import MigratorOperator
+    from airflow_provider_expand.operators.rollback import RollbackOperator
+
+    deploy = {
+        "container": "backend-worker",
+        "image": "app/backend-worker:1.3.0",
+        "health_url": "http://localhost:65000/health/ready",
+    }
+    notify = {"smtp": {"to": ["oncall@example.com"]}}
+    folder = copy_migration(tmp_path, "with_deploy", deploy=deploy, notify=notify)
+    dag = build_migration_dag(folder)
+    for upstream, downstream in (
+        ("verify_expand", "deploy"),
+        ("deploy", "watch"),
+        ("watch", "backfill.products"),
+    ):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
+    assert "deploy" in dag.get_task("queues.resume").upstream_task_ids
+    rollback = dag.get_task("rollback")
+    assert isinstance(rollback, RollbackOperator) and rollback.deploy is not None
+    assert rollback.deploy["container"] == "backend-worker"
+    assert {"deploy", "watch"} <= rollback.upstream_task_ids
+    events = {
+        task_id: [
+            n.event
+            for n in dag.get_task(task_id).on_failure_callback or []
+            if isinstance(n, MigrationNotifier)
+        ]
+        for task_id in ("expand", "deploy", "contract")
+    }
+    assert events == {"expand": ["failure"], "deploy": ["failure"], "contract": ["failure"]}
+    assert [n.event for n in rollback.on_success_callback] == ["rollback"]  # type: ignore[union-attr]
+    assert [n.event for n in dag.get_task("done").on_success_callback] == ["completion"]  # type: ignore[union-attr]
+
+    migrator = copy_migration(
+        tmp_path / "m",
+        "with_migrator",
+        expand={"image": "app/backend-worker:1.3.0", "command": "pnpm --filter @app/database run migrate"},
+        deploy=deploy,
+        rollback=None,
+        contract=None,
+    )
+    dag = build_migration_dag(migrator)
+    expand = dag.get_task("expand")
+    assert isinstance(expand, MigratorOperator) and expand.image == "app/backend-worker:1.3.0"
+    assert "DATABASE_URL" not in str(expand.command) and expand.network_mode == "host"
+    back = dag.get_task("rollback")  # no rollback.sql: the container alone goes back
+    assert isinstance(back, DockerDeployOperator) and back.rollback
+    assert back.trigger_rule == TriggerRule.ONE_FAILED and "deploy" in back.upstream_task_ids
