@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import yaml
 
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.pg_tools import PgTarget, client_env, resolve_tool
@@ -148,3 +149,61 @@ def test_failure_after_expand_rolls_back_to_the_same_schema(
     record = Ledger().get(pg_conn, migration_id)
     assert record is not None and record.phase == "rolled_back" and record.rolled_back_at is not None
     assert b"paused" not in redis_client.hgetall(f"{setup['prefix']}:sync:meta")
+
+
+def test_rerun_after_rollback_starts_over_and_completes(
+    setup: dict[str, object], pg_dsn: str, pg_conn: psycopg.Connection
+) -> None:
+    migration_id = str(setup["id"])
+    tmp = Path(str(setup["tmp"]))
+    failing = {"name": "injected failure", "sql": "SELECT 1", "expect": 2, "after": "expand"}
+    folder = copy_migration(tmp, migration_id, soak="2s", queues=None, verify=[failing])
+    dag_file = install_dag_file(Path(str(setup["home"])), folder.parent, migration_id)
+    assert str(run_dag(dag_file, migration_id).state) == "failed"
+    record = Ledger().get(pg_conn, migration_id)
+    assert record is not None and record.phase == "rolled_back"
+
+    spec = yaml.safe_load((folder / "migration.yaml").read_text())
+    spec["verify"] = [
+        {
+            "name": "every product has a name",
+            "sql": "SELECT count(*) FROM products WHERE name IS NULL",
+            "expect": 0,
+        }
+    ]
+    (folder / "migration.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run = run_dag(dag_file, migration_id)
+    assert str(run.state) == "success", states(run)
+    record = Ledger().get(pg_conn, migration_id)
+    assert record is not None and record.phase == "completed" and record.rolled_back_at is not None
+    assert pg_conn.execute("SELECT count(*) FROM products WHERE name IS NULL").fetchone() == (0,)
+
+
+def test_dry_run_changes_nothing(
+    setup: dict[str, object], pg_dsn: str, pg_conn: psycopg.Connection, redis_client: redis.Redis
+) -> None:
+    migration_id = str(setup["id"])
+    tmp = Path(str(setup["tmp"]))
+    folder = copy_migration(tmp, migration_id, queues=_queues(str(setup["prefix"])))  # the spec's 24 h soak
+    before = _schema_dump(pg_dsn)
+    dag_file = install_dag_file(Path(str(setup["home"])), folder.parent, migration_id)
+    run = run_dag(dag_file, migration_id, {"dry_run": True})
+    assert str(run.state) == "success", states(run)
+    assert _schema_dump(pg_dsn) == before
+    assert pg_conn.execute("SELECT to_regclass('airflow_expand.migrations')").fetchone() == (None,)
+    assert pg_conn.execute("SELECT count(*) FROM products WHERE title LIKE 'Product %%'").fetchone() == (
+        ROWS,
+    )
+    assert redis_client.llen(f"{setup['prefix']}:sync:wait") == 3
+    assert b"paused" not in redis_client.hgetall(f"{setup['prefix']}:sync:meta")
+
+
+def test_a_param_out_of_range_is_refused_before_anything_runs(
+    setup: dict[str, object], pg_conn: psycopg.Connection
+) -> None:
+    migration_id = str(setup["id"])
+    folder = copy_migration(Path(str(setup["tmp"])), migration_id, queues=None)
+    dag_file = install_dag_file(Path(str(setup["home"])), folder.parent, migration_id)
+    with pytest.raises(Exception, match="batch_size"):
+        run_dag(dag_file, migration_id, {"batch_size": 0})
+    assert pg_conn.execute("SELECT to_regclass('airflow_expand.migrations')").fetchone() == (None,)
