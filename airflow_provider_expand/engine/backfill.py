@@ -89,24 +89,23 @@ class BackfillResult:
 
 
 def _batch_sql(target: Target, has_lower: bool) -> sql.Composed:
-    """One batch: window of ``n`` keys, lock its matching rows (skip locked), update, report."""
+    """One batch: the window ends at the ``n``-th key (or at ``upper``); lock its matching rows, skipping
+    locked ones, and update them. Returns (the n-th key or NULL for the range's last window, rows
+    updated, a key that still matches ``where`` after the update or NULL)."""
     k, t = target.key_ident, target.table
     ref = sql.SQL("ctid") if target.by_ctid else k
     lower = sql.SQL("{} > %(lower)s").format(k) if has_lower else sql.SQL("true")
     return sql.SQL(
-        "WITH _expand_window AS ("
-        " SELECT {k} AS k FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} LIMIT %(n)s"
-        "), _expand_bound AS ("
-        " SELECT k AS upto, (SELECT count(*) FROM _expand_window) AS scanned FROM _expand_window"
-        " ORDER BY k DESC LIMIT 1"
+        "WITH _expand_bound AS ("
+        " SELECT {k} AS upto FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} OFFSET %(skip)s LIMIT 1"
         "), _expand_batch AS ("
-        " SELECT {ref} AS row_ref FROM {t} WHERE {lower} AND {k} <= (SELECT upto FROM _expand_bound)"
-        " AND ({w}) FOR NO KEY UPDATE SKIP LOCKED"
+        " SELECT {ref} AS row_ref FROM {t}"
+        " WHERE {lower} AND {k} <= coalesce((SELECT upto FROM _expand_bound), %(upper)s) AND ({w})"
+        " FOR NO KEY UPDATE SKIP LOCKED"
         "), _expand_done AS ("
         " UPDATE {t} SET {set} WHERE {ref} = ANY(ARRAY(SELECT row_ref FROM _expand_batch))"
-        " RETURNING coalesce(({w}), false) AS still, {k}::text AS k"
-        ") SELECT (SELECT upto::text FROM _expand_bound), (SELECT scanned FROM _expand_bound),"
-        " (SELECT count(*) FROM _expand_done), (SELECT min(k) FROM _expand_done WHERE still)"
+        " RETURNING CASE WHEN coalesce(({w}), false) THEN {k}::text END AS unfinished"
+        ") SELECT (SELECT upto::text FROM _expand_bound), count(*), min(unfinished) FROM _expand_done"
     ).format(k=k, t=t, ref=ref, lower=lower, w=target.where_sql, set=target.set_sql)
 
 
@@ -120,8 +119,8 @@ def _fix_sql(target: Target, keys: int) -> sql.Composed:
         " SELECT {ref} AS row_ref FROM {t} WHERE {k} IN ({marks}) AND ({w}) FOR NO KEY UPDATE SKIP LOCKED"
         "), _expand_done AS ("
         " UPDATE {t} SET {set} WHERE {ref} = ANY(ARRAY(SELECT row_ref FROM _expand_batch))"
-        " RETURNING coalesce(({w}), false) AS still, {k}::text AS k"
-        ") SELECT count(*), min(k) FILTER (WHERE still) FROM _expand_done"
+        " RETURNING CASE WHEN coalesce(({w}), false) THEN {k}::text END AS unfinished"
+        ") SELECT count(*), min(unfinished) FROM _expand_done"
     ).format(k=k, t=t, ref=ref, marks=marks, w=target.where_sql, set=target.set_sql)
 
 
@@ -191,16 +190,16 @@ class _Run:
 
     def _batch(
         self, cur: psycopg.Cursor[Any], statement: sql.Composed, params: dict[str, Any]
-    ) -> tuple[str | None, int, int]:
-        """One window: returns (its last key, keys scanned, rows updated), checkpointed in the same transaction."""
+    ) -> tuple[str | None, int]:
+        """One window, checkpointed in its own transaction: (its last key, None if it ran to the range's
+        end; rows updated)."""
         cur.execute(statement, params)
         row = cur.fetchone()
         assert row is not None
-        upto, scanned, updated, unfinished = row
+        upto, updated, unfinished = row
         self._refuse_unfinished(unfinished)
-        if scanned:
-            self._checkpoint(cur, upto, int(updated))
-        return upto, int(scanned or 0), int(updated)
+        self._checkpoint(cur, upto if upto is not None else params["upper"], int(updated))
+        return upto, int(updated)
 
     def _fix(self, cur: psycopg.Cursor[Any], keys: list[str], last: str | None) -> int:
         """Sweep: update those of ``keys`` that still match and are not locked; returns how many."""
@@ -227,17 +226,15 @@ class _Run:
         statements = {has: _batch_sql(self.target, has) for has in (False, True)}
         while True:
             size = self.sizer.size
-            params = {"lower": last, "upper": upper, "n": size}
+            params = {"lower": last, "upper": upper, "skip": size - 1}
             started = time.monotonic()
-            upto, scanned, updated = self._transaction(self._batch, statements[last is not None], params)
+            upto, updated = self._transaction(self._batch, statements[last is not None], params)
             seconds = time.monotonic() - started
-            if not scanned:
-                return last
-            last = upto
             self.progress.batch(updated, size)
-            if scanned < size:
-                return last
-            self.sizer.observe(scanned, seconds)
+            if upto is None:  # that window ran to the end of the range
+                return upper
+            last = upto
+            self.sizer.observe(size, seconds)
             if self.spec.pause > dt.timedelta(0):
                 self.sleep(self.spec.pause.total_seconds())
 
