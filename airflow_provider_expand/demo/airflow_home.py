@@ -4,6 +4,7 @@ the soak shortened, and the connections ``app_db``/``app_redis`` passed through 
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -94,10 +95,14 @@ def install_migration(example: Path, state: Path, *, soak: str) -> Path:
 
 
 def migrate_metadata_db(env: dict[str, str]) -> None:
-    """``airflow db migrate`` (idempotent; a few seconds on SQLite)."""
+    """``airflow db migrate``, once per Airflow version (idempotent, but it costs seconds on every run)."""
+    marker = Path(env["AIRFLOW_HOME"]) / f".migrated-{importlib.metadata.version('apache-airflow')}"
+    if marker.exists():
+        return
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env={**os.environ, **env},
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    marker.touch()
