@@ -8,6 +8,7 @@ failing ``after: expand`` check injected, and ``products_title_to_name_ui`` for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,8 @@ MIGRATION = "products_title_to_name"
 ROLLBACK = "products_title_to_name_rollback"
 BROWSER = "products_title_to_name_ui"  # the browser test's own copy: its run must not queue behind the others
 ROWS = 3_000
-SOAK = "20s"
+# long enough that the soak is still running when it starts (it counts from expand), even on a busy machine
+SOAK = "60s"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL = {"success", "failed"}
 
@@ -111,17 +113,19 @@ def _wait_until(check: Any, what: str, timeout: float, live: LiveAirflow) -> Non
     raise TimeoutError(f"{what} not within {timeout:.0f} s\n{live.logs()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+def _stop(processes: list[subprocess.Popen[bytes]], grace: float = 15.0) -> None:
+    """SIGTERM every component's process group at once, then SIGKILL the groups still there."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(max(deadline - time.monotonic(), 0.1))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # what the component forked may outlive it
         process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> LiveAirflow:
@@ -198,8 +202,7 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
     finally:
         if live is not None:
             live.client.close()
-            for process in live.processes:
-                _stop(process)
+            _stop(live.processes)
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             for name in databases.values():
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
