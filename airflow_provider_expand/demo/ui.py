@@ -50,9 +50,18 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 def run_standalone(env: dict[str, str], port: int, log: logging.Logger) -> int:
     """Start standalone, print where to log in, and wait until it ends or Ctrl-C."""
     url = f"http://127.0.0.1:{port}"
+    # standalone starts its components as `airflow ...` from PATH: make it the venv's, activated or not
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "standalone"], env={**os.environ, **env}, start_new_session=True
+        [sys.executable, "-m", "airflow", "standalone"],
+        env={**os.environ, **env, "PATH": path},
+        start_new_session=True,
     )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM too stops Airflow's whole process group, not just this process
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         wait_healthy(url, process)
         print("\n" + "=" * 78)
