@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pendulum
-from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 
+from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
 from airflow_provider_expand.engine.statements import load_statements, relations
-from airflow_provider_expand.notifications import MigrationNotifier
+from airflow_provider_expand.notifications import attach_notifiers
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 from airflow_provider_expand.operators.backup import PgDumpOperator
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
@@ -29,6 +29,7 @@ from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.operators.rollback import RollbackOperator
 from airflow_provider_expand.operators.verify import VerifyOperator
+from airflow_provider_expand.restore_dag import build_restore_dag
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
 from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor
 from airflow_provider_expand.sensors.preflight import LongTransactionSensor
@@ -44,50 +45,6 @@ from airflow_provider_expand.spec import (
 )
 
 log = logging.getLogger(__name__)
-
-# Migration DAGs are triggered by hand (schedule=None); a fixed past start date makes them runnable at once.
-START_DATE = pendulum.datetime(2024, 1, 1, tz="UTC")
-DRY_RUN = "{{ params.dry_run }}"
-TAGS = ["expand-contract"]
-
-PARAMS: dict[str, Param] = {
-    "dry_run": Param(
-        False,
-        type="boolean",
-        title="Dry run",
-        description_md="Lint, check and log every statement and batch that would run; change nothing.",
-    ),
-    "batch_size": Param(
-        None,
-        type=["null", "integer"],
-        minimum=1,
-        maximum=1_000_000,
-        title="Backfill batch size",
-        description_md="Starting batch size of every backfill, overriding `migration.yaml` (it still adapts "
-        "towards the target batch time). Empty: the spec's.",
-    ),
-    "skip_queue_drain": Param(
-        False,
-        type="boolean",
-        title="Skip queue drain",
-        description_md="Pause the queues but do not wait for active jobs to finish. Only for an expand that "
-        "cannot conflict with the jobs in flight.",
-    ),
-}
-
-
-def _doc_md(spec: MigrationSpec) -> str:
-    parts = [f"# {spec.id}", "", spec.description, ""]
-    for phase, path in spec.sql_files().items():
-        parts += [
-            f"## {phase}: `{path.name}`",
-            "",
-            "```sql",
-            path.read_text(encoding="utf-8").strip(),
-            "```",
-            "",
-        ]
-    return "\n".join(parts)
 
 
 def _check(check: VerifySpec) -> dict[str, Any]:
@@ -137,7 +94,7 @@ class _MigrationDag:
             max_active_runs=1,
             tags=[*TAGS, *spec.tags],
             params=PARAMS,
-            doc_md=_doc_md(spec),
+            doc_md=doc_md(spec),
             render_template_as_native_obj=True,
             default_args={"retries": 0},
         ) as dag:
@@ -190,7 +147,8 @@ class _MigrationDag:
             if rollback is not None and self.at_risk:
                 for task in self.at_risk:
                     task >> rollback
-            self.notify(dag, done, rollback)
+            if spec.notify is not None:
+                attach_notifiers(spec, dag, done=done, rollback=rollback)
         return dag
 
     # -- deploy, watch, rollback of the container, notifications (issue 5) -------------------------
@@ -269,31 +227,6 @@ class _MigrationDag:
             **args,
             **self.common(),
         )
-
-    def notify(self, dag: DAG, done: BaseOperator, rollback: BaseOperator | None) -> None:
-        """Task callbacks: any task failing, the rollback finishing, ``done`` (the migration completed)."""
-        notify = self.spec.notify
-        if notify is None or notify.smtp is None:
-            return
-        smtp = notify.smtp
-
-        def notifier(event: Any) -> MigrationNotifier:
-            return MigrationNotifier(
-                event=event,
-                to=list(smtp.to),
-                smtp_conn_id=smtp.conn_id,
-                from_email=smtp.from_email,
-                ledger_schema=self.spec.ledger_schema,
-                **self.common(),
-            )
-
-        if "failure" in notify.events:
-            for task in dag.tasks:
-                task.on_failure_callback = [notifier("failure")]
-        if "rollback" in notify.events and rollback is not None:
-            rollback.on_success_callback = [notifier("rollback")]
-        if "completion" in notify.events:
-            done.on_success_callback = [notifier("completion")]
 
     def begin(self) -> BaseOperator:
         return MigrationGateOperator(
@@ -466,8 +399,6 @@ def build_migration_dags(folder: Path | str, *, strict: bool = False) -> dict[st
     A folder that does not load raises with ``strict``; otherwise it is logged and becomes a DAG whose only
     task, ``lint``, fails with the error.
     """
-    from airflow_provider_expand.restore_dag import build_restore_dag
-
     dags: dict[str, DAG] = {}
     for path in find_migrations(Path(folder)):
         try:

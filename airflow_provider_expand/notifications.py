@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import BaseNotifier, Context
+from airflow.sdk import DAG, BaseNotifier, BaseOperator, Context
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.timeline import timeline
 from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.spec import MigrationSpec
 
 Event = Literal["failure", "rollback", "completion"]
 DEFAULT_FROM = "airflow-expand@localhost"
@@ -77,3 +78,32 @@ class MigrationNotifier(BaseNotifier):
             smtp_conn_id=self.smtp_conn_id,
         ).notify(context)
         self.log.info("sent %s notification for %s to %s", self.event, self.migration_id, ", ".join(self.to))
+
+
+def attach_notifiers(
+    spec: MigrationSpec, dag: DAG, *, done: BaseOperator, rollback: BaseOperator | None
+) -> None:
+    """Task callbacks from ``spec.notify``: any task failing, the rollback finishing, ``done`` (completed)."""
+    notify = spec.notify
+    if notify is None or notify.smtp is None:
+        return
+    smtp = notify.smtp
+
+    def notifier(event: Event) -> MigrationNotifier:
+        return MigrationNotifier(
+            event=event,
+            migration_id=spec.id,
+            postgres_conn_id=spec.postgres_conn_id,
+            to=list(smtp.to),
+            smtp_conn_id=smtp.conn_id,
+            from_email=smtp.from_email,
+            ledger_schema=spec.ledger_schema,
+        )
+
+    if "failure" in notify.events:
+        for task in dag.tasks:
+            task.on_failure_callback = [notifier("failure")]
+    if "rollback" in notify.events and rollback is not None:
+        rollback.on_success_callback = [notifier("rollback")]
+    if "completion" in notify.events:
+        done.on_success_callback = [notifier("completion")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param
 
-from airflow_provider_expand.dag_factory import START_DATE, TAGS
+from airflow_provider_expand.dag_params import START_DATE, TAGS
 from airflow_provider_expand.operators.backup import PgRestoreOperator
 from airflow_provider_expand.spec import MigrationSpec
 
