@@ -95,4 +95,5 @@ def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) 
         f"slowest {writer.slowest * 1000:.0f} ms"
     )
     print("=" * 78)
+    print("Next: `make ui` serves this migration in the Airflow UI, to trigger it from its params form.")
     return str(dag_run.state) == "success"
