@@ -49,7 +49,7 @@ def main() -> int:
         f"globals().update(build_migration_dags({str(migrations)!r}, strict=True))\n"
     )
 
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     from airflow_provider_expand.dag_factory import build_migration_dags
 

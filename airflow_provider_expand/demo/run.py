@@ -68,7 +68,9 @@ def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) 
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS",
         "airflow.api_fastapi=WARNING task=WARNING airflow.models.dagbag=WARNING",
     )
-    from airflow.models.dagbag import DagBag  # after prepare_airflow: Airflow reads its config on import
+    from airflow.dag_processing.dagbag import (
+        DagBag,  # after prepare_airflow: Airflow reads its config on import
+    )
 
     bag = DagBag(dag_folder=str(dags))
     if bag.import_errors:

@@ -67,7 +67,7 @@ def install_dag_file(airflow_home: Path, migrations: Path, name: str) -> Path:
 
 
 def run_dag(dag_file: Path, dag_id: str, conf: dict[str, Any] | None = None) -> Any:
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(dag_file))
     assert not bag.import_errors, bag.import_errors

@@ -13,7 +13,7 @@ from tests.dags.harness import EXAMPLE, REPO, copy_migration
 
 
 def test_every_dag_file_in_the_repository_loads() -> None:
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not bag.import_errors, bag.import_errors
