@@ -97,7 +97,7 @@ def test_the_example_migration_loads() -> None:
     assert spec.id == "products_title_to_name"
     assert spec.lock_timeout == dt.timedelta(seconds=2)
     assert spec.soak == dt.timedelta(hours=24)
-    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=500)
+    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=100)
     assert spec.backfill[0].step_name == "backfill:products"
     assert spec.indexes[0].step_name == "index:idx_products_name"
     assert spec.queues is not None and spec.queues.names == ("sync",)
@@ -186,7 +186,7 @@ def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path: Path) -> None:
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
     folder = write(
         tmp_path,
-        MINIMAL + "soke: 1h\nbackfill:\n  - {table: products, set: a = b, batch_sise: 10}\n",
+        MINIMAL + "soke: 1h\nbackfill:\n  - {table: products, set: a = b, where: a IS NULL, batch_sise: 10}\n",
     )
     found = problems(folder)
     assert found[0].startswith(
@@ -223,7 +223,7 @@ def test_a_bad_duration(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [0, -3])
 def test_backfill_sizes_must_be_positive(tmp_path: Path, key: str, value: int) -> None:
     folder = write(
-        tmp_path, MINIMAL + f"backfill:\n  - {{table: products, set: name = title, {key}: {value}}}\n"
+        tmp_path, MINIMAL + f"backfill:\n  - {{table: products, set: name = title, where: name IS NULL, {key}: {value}}}\n"
     )
     assert problems(folder) == [f"mig/migration.yaml: backfill[0].{key}: must be greater than 0"]
 
@@ -286,15 +286,15 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
     ("snippet", "expected"),
     [
         (
-            "backfill:\n  - {table: 'products p', set: a = b}",
+            "backfill:\n  - {table: 'products p', set: a = b, where: a IS NULL}",
             "backfill[0].table: 'products p' is not a table name",
         ),
         (
-            "backfill:\n  - {table: products, set: a = b WHERE c}",
+            "backfill:\n  - {table: products, set: a = b WHERE c, where: c}",
             "backfill[0].set: 'a = b WHERE c' must be assignments",
         ),
         (
-            "backfill:\n  - {table: products, set: 'a = b; DROP TABLE x'}",
+            "backfill:\n  - {table: products, set: 'a = b; DROP TABLE x', where: a IS NULL}",
             "backfill[0].set: must be a single SQL statement",
         ),
         (
@@ -312,7 +312,7 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
         ("contract: expand.sql", "expand and contract both name expand.sql"),
         ("contract_window: '02:00-05:00'", "contract_window: there is no contract to schedule"),
         (
-            "backfill:\n  - {table: products, set: a = b}\n  - {table: products, set: c = d}",
+            "backfill:\n  - {table: products, set: a = b, where: a IS NULL}\n  - {table: products, set: c = d, where: c IS NULL}",
             "backfill: table products appears twice ([0] and [1])",
         ),
     ],

@@ -48,7 +48,7 @@ class BackfillSpec:
     where: str | None
     key: str | None = None
     batch_size: int = 10_000
-    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=500)
+    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=100)
     pause: dt.timedelta = dt.timedelta(milliseconds=100)
     partitions: int = 1
     min_batch_size: int | None = None

@@ -65,7 +65,7 @@ class BatchBackfillOperator(BaseOperator):
         where: str | None,
         key: str | None = None,
         batch_size: int | str = 10_000,
-        target_batch_time: timedelta = timedelta(milliseconds=500),
+        target_batch_time: timedelta = timedelta(milliseconds=100),
         pause: timedelta = timedelta(milliseconds=100),
         partitions: int = 1,
         partition: int = 0,

@@ -159,10 +159,11 @@ class BackfillSpec(_Strict):
 
     table: QualifiedName
     set: Assignments
-    where: Predicate | None = None
+    where: Predicate
     key: Identifier | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
-    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=500)
+    # each batch holds its rows' locks this long: the worst wait it can add to an application write
+    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)
     pause: Duration = dt.timedelta(milliseconds=100)
     partitions: int = Field(default=1, gt=0, le=64)
 
