@@ -186,7 +186,8 @@ def test_a_key_given_twice_is_an_error_with_both_lines(tmp_path: Path) -> None:
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path: Path) -> None:
     folder = write(
         tmp_path,
-        MINIMAL + "soke: 1h\nbackfill:\n  - {table: products, set: a = b, where: a IS NULL, batch_sise: 10}\n",
+        MINIMAL
+        + "soke: 1h\nbackfill:\n  - {table: products, set: a = b, where: a IS NULL, batch_sise: 10}\n",
     )
     found = problems(folder)
     assert found[0].startswith(
@@ -223,7 +224,9 @@ def test_a_bad_duration(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [0, -3])
 def test_backfill_sizes_must_be_positive(tmp_path: Path, key: str, value: int) -> None:
     folder = write(
-        tmp_path, MINIMAL + f"backfill:\n  - {{table: products, set: name = title, where: name IS NULL, {key}: {value}}}\n"
+        tmp_path,
+        MINIMAL
+        + f"backfill:\n  - {{table: products, set: name = title, where: name IS NULL, {key}: {value}}}\n",
     )
     assert problems(folder) == [f"mig/migration.yaml: backfill[0].{key}: must be greater than 0"]
 

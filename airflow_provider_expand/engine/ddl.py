@@ -23,12 +23,14 @@ from datetime import timedelta
 
 import psycopg
 import psycopg.errors
+from pglast import ast
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from .database import Connector
+from .database import Connector, backend_pid
 from .ddl_inspect import IndexName, index_names, invalid_indexes, lock_holders, stale_build
 from .ddl_plan import Group, Plan, plan_phase
+from .index_progress import StatementMonitor
 from .ledger import Ledger, Phase, StepRecord
 from .lock import migration_lock
 from .statements import Statement
@@ -58,6 +60,13 @@ class LockRetriesExhaustedError(DDLStatementError):
 
 class StaleCheckpointError(RuntimeError):
     """The ledger's checkpoint of a phase was overtaken by a rollback: resuming from it would skip work."""
+
+
+class _BuildLockWaitCancelled(psycopg.errors.LockNotAvailable):
+    """A watched index build cancelled because its wait for a table lock reached ``lock_timeout``."""
+
+
+PROGRESS_INTERVAL = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,10 @@ class _Runner:
             self.before = invalid_indexes(self.ddl, stmt)
             self._timeouts(local=False)
             self.current, self.running, self.started = stmt, stmt.sql, time.monotonic()
-            self.ddl.execute(stmt.sql)
+            if isinstance(stmt.node, ast.IndexStmt | ast.ReindexStmt):
+                self._watched_build(stmt)
+            else:
+                self.ddl.execute(stmt.sql)
             with self.control.transaction(), self.control.cursor() as cur:
                 self._checkpoint(cur, group)
             return
@@ -187,6 +199,33 @@ class _Runner:
                 self.current, self.running, self.started = stmt, stmt.sql, time.monotonic()
                 cur.execute(stmt.sql)
             self._checkpoint(cur, group)
+
+    def _watched_build(self, stmt: Statement) -> None:
+        """A concurrent index build. PostgreSQL applies ``lock_timeout`` to its waits for older transactions
+        too, so any app transaction longer than it would fail every try; the build runs without it, and a
+        monitor on the control connection cancels it only when a *table* lock wait reaches ``lock_timeout``
+        (and logs ``pg_stat_progress_create_index`` meanwhile)."""
+        self._set("lock_timeout", "0", local=False)
+        monitor = StatementMonitor(
+            self.control,
+            backend_pid(self.ddl),
+            label=stmt.where,
+            lock_timeout=self.policy.lock_timeout,
+            progress_interval=PROGRESS_INTERVAL,
+            log=self.log,
+        )
+        try:
+            with monitor:
+                self.ddl.execute(stmt.sql)
+        except psycopg.errors.QueryCanceled as exc:
+            if not monitor.cancelled_for_lock:
+                raise
+            raise _BuildLockWaitCancelled(
+                f"table lock not granted within lock_timeout; {monitor.blockers}"
+            ) from exc
+        finally:
+            if not self.ddl.closed and not self.ddl.broken:
+                self._set("lock_timeout", _ms(self.policy.lock_timeout), local=False)
 
     def _drop_leftovers(self) -> None:
         """Drop the invalid indexes a failed try left, so the next try can build under the same name."""

@@ -261,7 +261,7 @@ def test_resume_skips_applied_groups_and_a_completed_phase_is_a_no_op(
         _run(pg_connect, sql_file)
 
 
-def test_concurrently_runs_in_autocommit_and_a_timed_out_build_leaves_no_invalid_index(
+def test_concurrently_build_waits_out_app_transactions_but_not_table_locks(
     products: psycopg.Connection,
     pg_connect: Connector,
     blocker: psycopg.Connection,
@@ -270,19 +270,38 @@ def test_concurrently_runs_in_autocommit_and_a_timed_out_build_leaves_no_invalid
 ) -> None:
     products.execute("ALTER TABLE products ADD COLUMN name text")
     sql_file = _write(
-        tmp_path, "expand.sql", "CREATE INDEX CONCURRENTLY idx_products_name ON products (name);\n"
+        tmp_path,
+        "expand.sql",
+        "CREATE INDEX CONCURRENTLY idx_products_name ON products (name);\n"
+        "CREATE INDEX CONCURRENTLY idx_products_n ON products (n);\n",
     )
-    # an open writing transaction: the build times out "waiting for writers", leaving an invalid index
+    caplog.set_level(logging.INFO, logger="test_ddl")
+    # an app transaction open 1.5 s, five times lock_timeout: the build waits for it ("waiting for
+    # writers") instead of timing out, as PostgreSQL's own lock_timeout would make it do, every try
     blocker.execute("UPDATE products SET n = 1 WHERE id = 3")
     release = threading.Timer(1.5, blocker.commit)
-    caplog.set_level(logging.INFO, logger="test_ddl")
     release.start()
-    result = _run(pg_connect, sql_file)
+    started = time.monotonic()
+    first = _run(pg_connect, sql_file)
     release.join()
-    assert _indexes(products) == {"products_pkey": True, "idx_products_name": True}
-    assert len(result.retries) >= 2 and all(r.where == "expand.sql:1" for r in result.retries)
-    drops = [r for r in caplog.records if "dropped invalid index public.idx_products_name" in r.getMessage()]
-    assert len(drops) == 1  # what the timed-out try left (its drop waits for the writer too, so once)
+    assert time.monotonic() - started >= 1.4
+    assert first.retries == () and _indexes(products)["idx_products_name"] is True
+    assert _indexes(products)["idx_products_n"] is True
+
+    # a table lock that conflicts with the build: each try gives up after lock_timeout, then it succeeds
+    products.execute("DROP INDEX idx_products_name")
+    products.execute("DROP INDEX idx_products_n")
+    ledger_conn = pg_connect()
+    ledger_conn.autocommit = True
+    ledger_conn.execute("DELETE FROM airflow_expand.steps")
+    ledger_conn.close()
+    blocker.execute("LOCK TABLE products IN SHARE UPDATE EXCLUSIVE MODE")
+    release = threading.Timer(1.5, blocker.commit)
+    release.start()
+    second = _run(pg_connect, sql_file)
+    release.join()
+    assert len(second.retries) >= 2 and all(r.where == "expand.sql:1" for r in second.retries)
+    assert _indexes(products) == {"products_pkey": True, "idx_products_name": True, "idx_products_n": True}
 
 
 def test_create_index_concurrently_if_not_exists_rebuilds_a_stale_invalid_index(
