@@ -1,8 +1,8 @@
 """How big the next batch is: adapted so each batch transaction takes about ``target_batch_time``.
 
 A batch holds its row locks until it commits, so its duration is the longest an application write can
-wait on it; the size follows the measured time per row, moving at most 2x per batch and staying within
-bounds so one slow batch (a checkpoint, a noisy neighbour) cannot swing it wildly.
+wait on it; the size follows the measured time per row: down at once when a batch overran the target, up by at
+most 2x per batch, always within bounds.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class BatchSizer:
         if rows_scanned < self.size and seconds < self.target:
             return self.size  # a short last window says nothing about the time per row
         ideal = rows_scanned * self.target / seconds
-        step = min(max(ideal / self.size, 0.5), 2.0)
-        # Halfway towards the ideal size: smooths out one-off slow or fast batches.
-        proposed = self.size * (1 + step) / 2
+        # Too slow: straight down to the size that fits (the overrun is an app write's wait). Room to grow:
+        # halfway towards the ideal, at most 2x, so one fast batch cannot swing it.
+        grown = self.size * (1 + min(ideal / self.size, 2.0)) / 2
+        proposed = ideal if ideal < self.size else grown
         self.size = round(min(max(proposed, self.low), self.high))
         return self.size
