@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import redis
 from airflow.providers.redis.hooks.redis import RedisHook
@@ -31,6 +31,7 @@ from airflow_provider_expand.engine.queues import (
 from airflow_provider_expand.operators.flags import as_bool
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
+Result = TypeVar("Result")
 
 
 def redis_client(redis_conn_id: str, timeout: dt.timedelta = REDIS_TIMEOUT) -> redis.Redis:
@@ -51,7 +52,48 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-class PauseQueuesOperator(BaseOperator):
+class _QueuesOperator(BaseOperator):
+    """What pause and resume share: the queues, their Redis connection, and errors that name it."""
+
+    def __init__(
+        self,
+        *,
+        migration_id: str,
+        redis_conn_id: str,
+        queues: list[str],
+        prefix: str = DEFAULT_PREFIX,
+        layout: str = "auto",
+        http_timeout: dt.timedelta = DEFAULT_HTTP_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_queues_unless_templated(queues, prefix)
+        self.migration_id = migration_id
+        self.redis_conn_id = redis_conn_id
+        self.queues = queues
+        self.prefix = prefix
+        self.layout = _check_layout(layout)
+        self.http_timeout = http_timeout
+
+    def _apply(self, action: Callable[..., list[Result]], **kwargs: Any) -> list[Result]:
+        try:
+            return action(
+                redis_client(self.redis_conn_id),
+                self.queues,
+                migration_id=self.migration_id,
+                log=cast(logging.Logger, self.log),
+                prefix=self.prefix,
+                layout=self.layout,
+                http_timeout=self.http_timeout,
+                **kwargs,
+            )
+        except QueueNameError:
+            raise
+        except QueueError as exc:  # name the Airflow connection too
+            raise type(exc)(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+
+
+class PauseQueuesOperator(_QueuesOperator):
     """Pause BullMQ / Bull queues (and the app, through ``pause_url``) before the EXPAND phase.
 
     Returns, as XCom, one dict per queue: what was done (``paused``, ``already_paused``, ...).
@@ -60,94 +102,28 @@ class PauseQueuesOperator(BaseOperator):
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "pause_url", "is_dry_run")
     ui_color = "#fde2c4"
 
-    def __init__(
-        self,
-        *,
-        migration_id: str,
-        redis_conn_id: str,
-        queues: list[str],
-        prefix: str = DEFAULT_PREFIX,
-        pause_url: str | None = None,
-        dry_run: bool | str = False,
-        layout: str = "auto",
-        http_timeout: dt.timedelta = DEFAULT_HTTP_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, pause_url: str | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_queues_unless_templated(queues, prefix)
-        self.migration_id = migration_id
-        self.redis_conn_id = redis_conn_id
-        self.queues = queues
-        self.prefix = prefix
         self.pause_url = validate_admin_url(pause_url, "pause_url") if pause_url else None
         self.is_dry_run = dry_run  # BaseOperator.dry_run is a method
-        self.layout = _check_layout(layout)
-        self.http_timeout = http_timeout
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        try:
-            results = pause_queues(
-                redis_client(self.redis_conn_id),
-                self.queues,
-                migration_id=self.migration_id,
-                log=cast(logging.Logger, self.log),
-                prefix=self.prefix,
-                layout=self.layout,
-                dry_run=as_bool(self.is_dry_run),
-                pause_url=self.pause_url,
-                http_timeout=self.http_timeout,
-            )
-        except QueueNameError:
-            raise
-        except QueueError as exc:  # name the Airflow connection too
-            raise type(exc)(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+        results = self._apply(pause_queues, dry_run=as_bool(self.is_dry_run), pause_url=self.pause_url)
         return [
             {"queue": r.queue, "layout": r.layout, "version": r.version, "action": r.action} for r in results
         ]
 
 
-class ResumeQueuesOperator(BaseOperator):
+class ResumeQueuesOperator(_QueuesOperator):
     """Resume the queues this migration paused (never one paused before it), then call ``resume_url``."""
 
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "resume_url")
     ui_color = "#d9f2d0"
 
-    def __init__(
-        self,
-        *,
-        migration_id: str,
-        redis_conn_id: str,
-        queues: list[str],
-        prefix: str = DEFAULT_PREFIX,
-        resume_url: str | None = None,
-        layout: str = "auto",
-        http_timeout: dt.timedelta = DEFAULT_HTTP_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, resume_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_queues_unless_templated(queues, prefix)
-        self.migration_id = migration_id
-        self.redis_conn_id = redis_conn_id
-        self.queues = queues
-        self.prefix = prefix
         self.resume_url = validate_admin_url(resume_url, "resume_url") if resume_url else None
-        self.layout = _check_layout(layout)
-        self.http_timeout = http_timeout
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        try:
-            results = resume_queues(
-                redis_client(self.redis_conn_id),
-                self.queues,
-                migration_id=self.migration_id,
-                log=cast(logging.Logger, self.log),
-                prefix=self.prefix,
-                layout=self.layout,
-                resume_url=self.resume_url,
-                http_timeout=self.http_timeout,
-            )
-        except QueueNameError:
-            raise
-        except QueueError as exc:  # name the Airflow connection too
-            raise type(exc)(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+        results = self._apply(resume_queues, resume_url=self.resume_url)
         return [{"queue": r.queue, "layout": r.layout, "action": r.action} for r in results]
