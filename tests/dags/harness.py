@@ -21,6 +21,7 @@ from airflow_provider_expand.engine.statements import parse_statements
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dags" / "migrations" / "products_title_to_name"
 DEMO_SCHEMA = REPO / "tests" / "fixtures" / "demo_schema.sql"
+WRITER_APP = "expand-test-writer"
 
 
 def seed_demo(conn: psycopg.Connection, rows: int) -> list[uuid.UUID]:
@@ -95,6 +96,8 @@ class Writer:
     slowest: float = 0.0
     statements: int = 0
     errors: list[str] = field(default_factory=list)
+    reconnects: int = 0
+    tag: str = "w"  # prefixes the values written, so two writers on one table never write the same value
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -111,10 +114,12 @@ class Writer:
     def _run(self) -> None:
         rng = random.Random(7)
         column = "title"
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        conn = self._connect()
+        try:
             while not self._stop.is_set():
-                value = f"w{self.statements}-{rng.randrange(10**6)}"
+                value = f"{self.tag}{self.statements}-{rng.randrange(10**6)}"
                 started = time.perf_counter()
+                target: int | None = None
                 try:
                     if rng.random() < 0.2:
                         # the new code writes price_cents itself; for the old code the trigger does
@@ -136,6 +141,16 @@ class Writer:
                 except psycopg.errors.UndefinedColumn:
                     column = "name"  # the contract dropped title: the new code writes name
                     continue
+                except psycopg.OperationalError as exc:
+                    if not conn.closed and not conn.broken:
+                        self.errors.append(str(exc))
+                        continue
+                    # the connection was terminated (a failover, a test's fault): reconnect, and learn
+                    # from the table whether the statement in flight committed before the cut
+                    self.reconnects += 1
+                    conn = self._connect()
+                    column = self._resolve(conn, column, value, target)
+                    continue
                 except psycopg.Error as exc:  # any other error is a finding of the test
                     self.errors.append(str(exc))
                     continue
@@ -143,6 +158,30 @@ class Writer:
                     self.slowest = max(self.slowest, time.perf_counter() - started)
                 self.statements += 1
                 time.sleep(0.005)
+        finally:
+            conn.close()
+
+    def _connect(self) -> psycopg.Connection:
+        """An autocommit connection, retried for a while (the server may be cutting connections)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return psycopg.connect(self.dsn, autocommit=True, application_name=WRITER_APP)
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _resolve(self, conn: psycopg.Connection, column: str, value: str, target: int | None) -> str:
+        """Record the value in flight when the lost statement did commit; returns the column to write."""
+        try:
+            rows = conn.execute(f"SELECT id FROM products WHERE {column} = %s", (value,)).fetchall()
+        except psycopg.errors.UndefinedColumn:
+            return "name"
+        for (product_id,) in rows:
+            if target is None or int(product_id) == target:
+                self.expected[int(product_id)] = value
+        return column
 
 
 def seed_bullmq_queue(client: Any, prefix: str, name: str = "sync", jobs: int = 3) -> None:
