@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,7 @@ def references(pg_server_dsn: str) -> Iterator[dict[str, str]]:
     name = f"expand_ref_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = psycopg.conninfo.conninfo_to_dict(pg_server_dsn)
-    params["dbname"] = name
-    dsn = psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    dsn = psycopg.conninfo.make_conninfo(pg_server_dsn, dbname=name)
     try:
         refs: dict[str, str] = {}
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -94,13 +92,14 @@ def scenario(env: Env, request: pytest.FixtureRequest) -> Callable[..., Scenario
     return make
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     cell: Cell | None = getattr(item, "fault_cell", None)
     if cell is None or report.when != "call":
-        return
+        return report
     cell.seconds = report.duration
     if hasattr(report, "wasxfail"):
         cell.outcome = "xpass" if report.passed else "xfail"
@@ -108,6 +107,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         cell.outcome = report.outcome
     if call.excinfo is not None:
         cell.error = str(call.excinfo.value).splitlines()[0][:200] if str(call.excinfo.value) else ""
+    return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,9 @@ MID_STEP: dict[str, str] = {
     # the build is waiting for the old snapshot the test holds
     "index": "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p"
     " JOIN pg_database d ON d.oid = p.datid WHERE d.datname = current_database())",
-    "soak": "SELECT EXISTS (SELECT 1 FROM airflow_expand.migrations WHERE id = %(id)s AND phase = 'soaking')",
+    # the soak deferred (its own ledger reads done): only the app is connected
+    "soak": "SELECT EXISTS (SELECT 1 FROM airflow_expand.migrations WHERE id = %(id)s AND phase = 'soaking'"
+    " AND updated_at < now() - interval '1 second')",
 }
 
 
@@ -104,6 +107,8 @@ class SnapshotHolder:
         self.conn.execute("SELECT count(*) FROM shops").fetchone()
 
     def close(self) -> None:
+        if self.conn.closed:
+            return
         with suppress(psycopg.Error):  # terminated by the fault, as intended
             self.conn.rollback()
         self.conn.close()
@@ -120,6 +125,7 @@ class Killer:
     metadata_db: Path
     dag_id: str
     task_id: str
+    on_kill: Callable[[], None] | None = None  # e.g. end the long transaction a build waited for
     timeout: float = 300.0
     killed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -170,5 +176,7 @@ class Killer:
                         self.errors.append(f"pid {pid}: {exc}")
                         continue
                     self.killed.append(f"{self.task_id} pid {pid} (try {try_number})")
+                    if self.on_kill is not None:
+                        self.on_kill()
                     return
                 time.sleep(0.05)

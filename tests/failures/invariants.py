@@ -118,7 +118,7 @@ def _rows(conn: psycopg.Connection, writer: Writer, *, null_name_ok: bool) -> li
     }
     found: list[str] = []
     expected_count = writer.max_id + sum(1 for k in writer.expected if k > writer.max_id)
-    values = {}
+    values: dict[str, dict[int, str | None]] = {}
     for column in ("name", "title"):
         if column in columns:
             values[column] = dict(conn.execute(f"SELECT id, {column} FROM products").fetchall())

@@ -5,6 +5,7 @@ transaction groups of expand and contract."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.usefixtures("executor_api")
 def _killed_then_completes(s: Scenario, step: str, task: str, *, hold_snapshot: bool = False) -> None:
     holders: list[SnapshotHolder] = []
 
+    def end_long_transaction() -> None:
+        time.sleep(1)  # the killed build's backend is left waiting; then the old transaction ends
+        for holder in holders:
+            holder.close()
+
     def fault() -> Killer:
         if hold_snapshot:
             holders.append(SnapshotHolder(s.env.dsn))
@@ -31,6 +37,7 @@ def _killed_then_completes(s: Scenario, step: str, task: str, *, hold_snapshot: 
             s.env.home / "airflow.db",
             s.migration_id,
             task,
+            on_kill=end_long_transaction,
         ).start()
 
     try:
