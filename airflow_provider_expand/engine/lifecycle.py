@@ -53,10 +53,10 @@ _RUNNING: frozenset[Phase] = _EXPANDED | {"pending", "expanding"}
 TRANSITIONS: dict[Event, tuple[frozenset[Phase], Phase | None]] = {
     Event.BEGIN: (_RUNNING | {"failed", "rolling_back", "contracting"}, None),
     Event.START_OVER: (frozenset({"rolled_back"}), "pending"),
-    Event.EXPAND_STARTED: (_RUNNING | {"failed"}, "expanding"),
-    Event.EXPANDED: (_RUNNING | {"failed"}, "expanded"),
-    Event.DEPLOYED: (_EXPANDED | {"failed"}, "deployed"),
-    Event.BACKFILLED: (_EXPANDED | {"failed"}, "backfilled"),
+    Event.EXPAND_STARTED: (frozenset({"pending", "expanding", "failed"}), "expanding"),
+    Event.EXPANDED: (frozenset({"expanding"}), "expanded"),
+    Event.DEPLOYED: (frozenset({"expanded", "deployed", "failed"}), "deployed"),
+    Event.BACKFILLED: (frozenset({"expanded", "deployed", "backfilled", "failed"}), "backfilled"),
     Event.SOAK_STARTED: (frozenset({"backfilled", "soaking"}), "soaking"),
     Event.CONTRACT_STARTED: (_EXPANDED | {"failed", "contracting"}, "contracting"),
     Event.CONTRACTED: (frozenset({"contracting"}), None),
@@ -205,16 +205,44 @@ def wait_for_steps_to_stop(
 
 
 def mermaid_diagram() -> str:
-    """The state diagram of :data:`TRANSITIONS` in Mermaid, for docs/lifecycle.md (generated, cannot drift)."""
+    """The state diagram of :data:`TRANSITIONS` in Mermaid (self-loops left out: :func:`transition_table`
+    lists them), for docs/lifecycle.md: generated from the table, so it cannot drift."""
     lines = ["stateDiagram-v2", "    [*] --> pending"]
     for event, (sources, target) in TRANSITIONS.items():
         for source in sorted(sources):
-            end = target or source
-            if event is Event.STEP_FAILED and source == "contracting":
-                end = "contracting"
-            if end == source and event in (Event.BEGIN, Event.CONTRACTED):
-                lines.append(f"    {source} --> {source}: {event.value}")
-            elif end != source:
+            end = source if event is Event.STEP_FAILED and source == "contracting" else (target or source)
+            if end != source:
                 lines.append(f"    {source} --> {end}: {event.value}")
     lines.append("    completed --> [*]")
     return "\n".join(lines) + "\n"
+
+
+def transition_table() -> str:
+    """Every edge of :data:`TRANSITIONS` as a Markdown table: event, the phases it may happen in, and after."""
+    rows = ["| event | allowed in | leads to | stamps |", "|---|---|---|---|"]
+    for event, (sources, target) in TRANSITIONS.items():
+        after: str = target or "(unchanged)"
+        if event is Event.STEP_FAILED:
+            after = "failed (contracting stays contracting: forward-only)"
+        stamps = ", ".join(STAMPS.get(event, ())) or "-"
+        rows.append(f"| `{event.value}` | {', '.join(sorted(sources))} | {after} | {stamps} |")
+    return "\n".join(rows) + "\n"
+
+
+def lifecycle_doc() -> str:
+    """docs/lifecycle.md as it must read (a test compares the file with this)."""
+    return (
+        "# The migration's lifecycle\n\n"
+        "Generated from `airflow_provider_expand/engine/lifecycle.py` (`TRANSITIONS`) by\n"
+        "`python -m airflow_provider_expand.engine.lifecycle > docs/lifecycle.md`; a test fails when they differ.\n"
+        "Every task asks the lifecycle before it moves the phase; nothing else writes it.\n\n"
+        "Once `contract_started` has happened the migration is **forward-only**: `rollback` refuses (the task\n"
+        "fails and says why), every step before the contract succeeds without doing anything on a re-run, and\n"
+        "the re-run resumes the contract from its checkpoint. A transient failure keeps the phase (the retry\n"
+        "resumes); only a definitive one moves it to `failed`.\n\n"
+        "```mermaid\n" + mermaid_diagram() + "```\n\n" + transition_table()
+    )
+
+
+if __name__ == "__main__":
+    print(lifecycle_doc(), end="")

@@ -94,6 +94,10 @@ class MigratorOperator(ClassifiedErrors, DockerOperator):
         with connect() as conn:
             conn.autocommit = True
             ledger.ensure(conn)
+            done = ledger.step(conn, self.migration_id, EXPAND_STEP)
+            if done is not None and done.status == "success":
+                self.log.info("the migrator of %s already succeeded: nothing to do", self.migration_id)
+                return None
             Lifecycle(ledger).move(conn, self.migration_id, Event.EXPAND_STARTED)
             ledger.start_step(conn, self.migration_id, EXPAND_STEP)
         self.log.info("running the app's migrator in %s: %s", self.image, self.command)

@@ -104,5 +104,7 @@ class SoakSensor(ClassifiedErrors, TimeDeltaSensor):
         with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
             lifecycle = Lifecycle(ledger)
-            lifecycle.move(conn, self.migration_id, Event.BACKFILLED)
+            record = lifecycle.record(conn, self.migration_id)
+            if record is None or record.phase != "soaking":  # a retried soak is soaking already
+                lifecycle.move(conn, self.migration_id, Event.BACKFILLED)
             lifecycle.move(conn, self.migration_id, Event.SOAK_STARTED)
