@@ -107,7 +107,12 @@ class Lifecycle:
     ledger: Ledger
 
     def record(self, conn: psycopg.Connection, migration_id: str) -> MigrationRecord | None:
-        return self.ledger.get(conn, migration_id) if self.ledger.installed(conn) else None
+        """The migration's row, or None without a ledger; an older ledger is upgraded first, so a guard never
+        reads a first-release row that does not yet say the contract started."""
+        if not self.ledger.installed(conn):
+            return None
+        self.ledger.ensure(conn)
+        return self.ledger.get(conn, migration_id)
 
     def move(
         self,
