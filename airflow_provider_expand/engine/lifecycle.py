@@ -54,7 +54,7 @@ TRANSITIONS: dict[Event, tuple[frozenset[Phase], Phase | None]] = {
     Event.BEGIN: (_RUNNING | {"failed", "rolling_back", "contracting"}, None),
     Event.START_OVER: (frozenset({"rolled_back"}), "pending"),
     Event.EXPAND_STARTED: (frozenset({"pending", "expanding", "failed"}), "expanding"),
-    Event.EXPANDED: (frozenset({"expanding"}), "expanded"),
+    Event.EXPANDED: (frozenset({"expanding", "expanded"}), "expanded"),
     Event.DEPLOYED: (frozenset({"expanded", "deployed", "failed"}), "deployed"),
     Event.BACKFILLED: (frozenset({"expanded", "deployed", "backfilled", "failed"}), "backfilled"),
     Event.SOAK_STARTED: (frozenset({"backfilled", "soaking"}), "soaking"),
