@@ -205,7 +205,7 @@ class BackfillWalk:
         )
         row = self.conn.execute(
             sql.SQL(
-                "SELECT {k}::text FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} LIMIT 1"
+                "SELECT {k}::text AS next_key FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} LIMIT 1"
             ).format(k=self.target.key_ident, t=self.target.table, lower=lower),
             {"lower": after, "upper": upper},
         ).fetchone()
@@ -225,10 +225,12 @@ class BackfillWalk:
                 return last
             upper = str(row[0])
         statements = {has: _batch_sql(self.target, has) for has in (False, True)}
-        split: int | None = None  # the size of a window being retried after a timeout
+        # A timed-out window is done as its two halves (each split again if it times out too), in order,
+        # before the sizer picks window sizes again: only the slow stretch is walked in small windows.
+        pending: list[int] = []
         while True:
             self.check_stop(last)
-            size = split if split is not None else self.sizer.size
+            size = pending[0] if pending else self.sizer.size
             params = {"lower": last, "upper": upper, "skip": size - 1}
             started = time.monotonic()
             try:
@@ -237,10 +239,12 @@ class BackfillWalk:
                 )
             except BatchTimedOut as timed_out:
                 one_key = functools.partial(self._next_key, last, upper)
-                split = self._split(size, self._after(last), timed_out, one_key)
+                half = self._split(size, self._after(last), timed_out, one_key)
+                pending[:1] = [half, size - half]
                 self.sizer.observe(size, timed_out.seconds)
                 continue
-            split = None
+            if pending:
+                pending.pop(0)
             seconds = time.monotonic() - started
             self.progress.batch(updated, size)
             if upto is None:  # that window ran to the end of the range

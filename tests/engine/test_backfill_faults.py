@@ -1,0 +1,195 @@
+"""Faults injected into a running backfill: a ``set`` that raises, batches that hit their statement_timeout,
+a row too slow to update at all, and the backfill's connection terminated mid-run (then resumed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+
+import psycopg
+import pytest
+
+from airflow_provider_expand.engine.backfill import BackfillRowTimeoutError, BackfillSpec, run_backfill
+from airflow_provider_expand.engine.database import Connector, connector_from_dsn
+from airflow_provider_expand.engine.errors import (
+    DatabaseStatementError,
+    DatabaseUnavailableError,
+    DefinitiveError,
+    TransientError,
+)
+from airflow_provider_expand.engine.ledger import Ledger
+
+LOG = logging.getLogger("test.backfill")
+WHERE = "name IS NULL AND title IS NOT NULL"
+SPEC = BackfillSpec(
+    table="products",
+    set="name = title",
+    where=WHERE,
+    batch_size=2_000,
+    target_batch_time=None,
+    pause=dt.timedelta(0),
+)
+# Updating a row through this takes 0.1 s for keys 1, 501, 1001, ... (and ``slow_key`` takes ``slow`` s).
+SLOW_TITLE = """
+CREATE FUNCTION slow_title(k bigint, t text, slow_key bigint, slow float8) RETURNS text AS $$
+BEGIN
+  IF k = slow_key THEN PERFORM pg_sleep(slow); ELSIF k % 500 = 1 THEN PERFORM pg_sleep(0.1); END IF;
+  RETURN t;
+END;
+$$ LANGUAGE plpgsql
+"""
+
+
+def _count(conn: psycopg.Connection, query: str, *params: object) -> int:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _products(conn: psycopg.Connection, rows: int) -> int:
+    """``rows`` products, every 50th without a title (left alone); returns how many the backfill must do."""
+    conn.execute("CREATE TABLE products (id bigint PRIMARY KEY, title text, name text, code text NOT NULL)")
+    conn.execute(
+        "INSERT INTO products SELECT g, CASE WHEN g %% 50 = 0 THEN NULL ELSE 'title ' || g END, NULL, 'c'"
+        " FROM generate_series(1, %s) g",
+        (rows,),
+    )
+    conn.execute("VACUUM ANALYZE products")
+    return rows - rows // 50
+
+
+def _assert_consistent(conn: psycopg.Connection, last_key: str | None, rows_done: int) -> None:
+    """The checkpoint and the data agree: rows up to ``last_key`` done, none after, ``rows_done`` exact."""
+    assert _count(conn, "SELECT count(*) FROM products WHERE name IS NOT NULL") == rows_done
+    if last_key is not None:
+        assert _count(conn, f"SELECT count(*) FROM products WHERE id <= %s AND {WHERE}", int(last_key)) == 0
+        assert (
+            _count(conn, "SELECT count(*) FROM products WHERE id > %s AND name IS NOT NULL", int(last_key))
+            == 0
+        )
+
+
+@pytest.mark.parametrize(
+    ("set_", "sqlstate", "cause"),
+    [
+        ("name = title || (1 / (id - 1234))::text", "22012", "division by zero"),
+        ("name = title, code = CASE WHEN id = 1234 THEN NULL ELSE code END", "23502", "null value"),
+    ],
+)
+def test_a_set_that_raises_fails_definitively_naming_the_table(
+    pg_conn: psycopg.Connection, pg_connect: Connector, set_: str, sqlstate: str, cause: str
+) -> None:
+    _products(pg_conn, 5_000)
+    spec = dataclasses.replace(SPEC, set=set_, batch_size=500)
+    with pytest.raises(DatabaseStatementError) as caught:
+        run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    error = caught.value
+    assert isinstance(error, DefinitiveError) and not isinstance(error, TransientError)
+    assert error.sqlstate == sqlstate
+    assert '"products"' in str(error) and cause in str(error) and "after key 1000" in str(error), error
+    assert isinstance(error.__cause__, psycopg.Error)
+    step = Ledger().step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "failed"
+    assert "DatabaseStatementError" in (step.error or "") and cause in (step.error or "")
+    # The failing batch rolled back with its checkpoint; the batches before it stay committed.
+    assert step.last_key == "1000"
+    _assert_consistent(pg_conn, step.last_key, step.rows_done)
+    assert step.rows_done == 1000 - 20
+
+
+def test_batches_that_hit_statement_timeout_are_split_and_the_backfill_completes(
+    pg_conn: psycopg.Connection, pg_connect: Connector, caplog: pytest.LogCaptureFixture
+) -> None:
+    to_do = _products(pg_conn, 6_000)
+    pg_conn.execute(SLOW_TITLE)
+    # 2,000 keys hold 4 slow rows (0.4 s) over the 0.3 s timeout; 1,000 hold 2 (0.2 s) and pass.
+    spec = dataclasses.replace(
+        SPEC, set="name = slow_title(id, title, 0, 0)", statement_timeout=dt.timedelta(milliseconds=300)
+    )
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+
+    assert result.rows_done == result.rows_this_run == to_do
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
+    assert result.splits >= 2, result
+    splits = [r.getMessage() for r in caplog.records if "split: retrying" in r.getMessage()]
+    assert len(splits) == result.splits, splits
+    assert 'the batch of up to 2,000 rows of "products"' in splits[0] and "statement_timeout" in splits[0]
+    step = Ledger().step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "success" and step.rows_done == to_do
+
+
+def test_a_single_row_slower_than_the_timeout_fails_definitively_naming_its_key(
+    pg_conn: psycopg.Connection, pg_connect: Connector
+) -> None:
+    _products(pg_conn, 3_000)
+    pg_conn.execute(SLOW_TITLE)
+    spec = dataclasses.replace(
+        SPEC,
+        set="name = slow_title(id, title, 777, 5)",
+        batch_size=256,
+        statement_timeout=dt.timedelta(milliseconds=200),
+    )
+    started = time.monotonic()
+    with pytest.raises(BackfillRowTimeoutError, match=r'row of "products" with key 777 alone takes longer'):
+        run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    assert time.monotonic() - started < 30
+    step = Ledger().step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "failed" and "777" in (step.error or "")
+    # Everything before the slow row is done and checkpointed; it and everything after it is not.
+    assert step.last_key == "776"
+    _assert_consistent(pg_conn, step.last_key, step.rows_done)
+    assert step.rows_done == 776 - 15
+
+
+def _terminate_when(dsn: str, app: str, rows_done: int, killed: list[int]) -> None:
+    """Once the checkpoint shows ``rows_done``, terminate every backend of ``app`` (a failover's effect)."""
+    ledger = Ledger()
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
+                step = ledger.step(watcher, "m", "backfill:products")
+                if step is not None and step.rows_done >= rows_done:
+                    rows = watcher.execute(
+                        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                        (app,),
+                    ).fetchall()
+                    killed.extend(int(r[0]) for r in rows if r[1])
+                    return
+            time.sleep(0.01)
+
+
+def test_a_dropped_connection_is_transient_and_the_next_run_resumes_from_the_checkpoint(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
+) -> None:
+    to_do = _products(pg_conn, 100_000)
+    app = "backfill-dropped"
+    spec = dataclasses.replace(SPEC, batch_size=500, pause=dt.timedelta(milliseconds=10))
+    killed: list[int] = []
+    killer = threading.Thread(target=_terminate_when, args=(pg_dsn, app, 5_000, killed), daemon=True)
+    killer.start()
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        run_backfill(connector_from_dsn(pg_dsn, application_name=app), spec, migration_id="m", log=LOG)
+    killer.join(10)
+    assert killed, "the backfill's backend was not found"
+    assert isinstance(caught.value, TransientError) and "backfill:products" in str(caught.value)
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+    ledger = Ledger()
+    dropped = ledger.step(pg_conn, "m", "backfill:products")
+    # Nobody could write the failure: the row keeps its last checkpoint, which matches the data exactly.
+    assert dropped is not None and dropped.status == "running" and dropped.last_key is not None
+    assert 5_000 <= dropped.rows_done < to_do
+    _assert_consistent(pg_conn, dropped.last_key, dropped.rows_done)
+
+    result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    assert result.resumed_from == dropped.last_key
+    assert result.rows_this_run == to_do - dropped.rows_done
+    assert result.rows_done == to_do
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
+    final = ledger.step(pg_conn, "m", "backfill:products")
+    assert final is not None and final.status == "success" and final.rows_done == to_do
