@@ -121,7 +121,7 @@ class BackfillWalk:
         record = self.ledger.get(self.conn, self.migration_id)
         if record is None or record.phase not in STOPPING_PHASES:
             return
-        where = f"after key {last}" if last is not None else "before its first batch"
+        where = f"after key {last}" if self.progress.batches else "before its first batch"
         self.log.warning("%s: the migration is %s; stopping %s", self.progress.label, record.phase, where)
         raise BackfillStoppedError(
             f"{self.progress.label}: stopped {where} with {self.progress.rows_done:,} rows done: "
@@ -204,6 +204,7 @@ class BackfillWalk:
             sql.SQL("{} > %(lower)s").format(self.target.key_ident) if after is not None else sql.SQL("true")
         )
         row = self.conn.execute(
+            # Aliased, so that ORDER BY sorts the key itself, not its text form.
             sql.SQL(
                 "SELECT {k}::text AS next_key FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} LIMIT 1"
             ).format(k=self.target.key_ident, t=self.target.table, lower=lower),
