@@ -1,5 +1,6 @@
 """Faults injected into a running backfill: a ``set`` that raises, batches that hit their statement_timeout,
-a row too slow to update at all, and the backfill's connection terminated mid-run (then resumed)."""
+a row too slow to update at all, a table lock held past the retries, the partition still held by another
+session, and the backfill's connection terminated mid-run (then resumed)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ import time
 import psycopg
 import pytest
 
-from airflow_provider_expand.engine.backfill import BackfillRowTimeoutError, BackfillSpec, run_backfill
+from airflow_provider_expand.engine import backfill
+from airflow_provider_expand.engine.backfill import (
+    BackfillBusyError,
+    BackfillRowTimeoutError,
+    BackfillSpec,
+    run_backfill,
+)
 from airflow_provider_expand.engine.database import Connector, connector_from_dsn
 from airflow_provider_expand.engine.errors import (
+    ConcurrencyConflictError,
     DatabaseStatementError,
     DatabaseUnavailableError,
     DefinitiveError,
@@ -193,3 +201,109 @@ def test_a_dropped_connection_is_transient_and_the_next_run_resumes_from_the_che
     assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
     final = ledger.step(pg_conn, "m", "backfill:products")
     assert final is not None and final.status == "success" and final.rows_done == to_do
+
+
+def test_a_sweep_chunk_that_hits_statement_timeout_is_split(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows 1-1000 are locked while the main pass goes by, so the sweep gets them, and they are slow."""
+    to_do = _products(pg_conn, 3_000)
+    blocker = psycopg.connect(pg_dsn)
+    blocker.execute("SELECT 1 FROM products WHERE id <= 1000 FOR UPDATE")
+    ledger = Ledger()
+
+    def release_when_passed() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
+                    step = ledger.step(watcher, "m", "backfill:products")
+                    if step is not None and step.last_key is not None:
+                        break
+                time.sleep(0.01)
+        blocker.rollback()
+
+    releaser = threading.Thread(target=release_when_passed, daemon=True)
+    releaser.start()
+    # In the sweep the 1,000 keys hold 10 rows of 0.04 s each (0.4 s, over the 0.3 s timeout); 500 pass.
+    spec = dataclasses.replace(
+        SPEC,
+        set="name = title || CASE WHEN id <= 1000 AND id % 100 = 2"
+        " THEN left(pg_sleep(0.04)::text, 0) ELSE '' END",
+        batch_size=1_000,
+        pause=dt.timedelta(milliseconds=100),
+        statement_timeout=dt.timedelta(milliseconds=300),
+    )
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    try:
+        result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    finally:
+        releaser.join(10)
+        blocker.close()
+    assert result.rows_swept == 1_000 - 20 and result.rows_done == to_do and result.splits >= 1, result
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
+    splits = [r.getMessage() for r in caplog.records if "split: retrying" in r.getMessage()]
+    assert any("in the sweep from key" in m for m in splits), splits
+
+
+def test_a_table_lock_held_past_the_retries_is_a_transient_conflict_and_the_rerun_resumes(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
+) -> None:
+    to_do = _products(pg_conn, 20_000)
+    spec = dataclasses.replace(
+        SPEC,
+        batch_size=1_000,
+        pause=dt.timedelta(milliseconds=50),
+        statement_timeout=dt.timedelta(milliseconds=200),
+    )
+    ledger = Ledger()
+    locked, release = threading.Event(), threading.Event()
+
+    def lock_table_midway() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            while not (
+                _count(other, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int")
+                and (step := ledger.step(other, "m", "backfill:products")) is not None
+                and step.rows_done >= 2_000
+            ):
+                time.sleep(0.005)
+            with other.transaction():  # what a long DDL elsewhere, or its queued lock, does to the batches
+                other.execute("LOCK TABLE products IN SHARE MODE")
+                locked.set()
+                release.wait(60)
+
+    locker = threading.Thread(target=lock_table_midway, daemon=True)
+    locker.start()
+    try:
+        with pytest.raises(ConcurrencyConflictError, match=r"tried 6 times") as caught:
+            run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    finally:
+        release.set()
+        locker.join(10)
+    assert locked.is_set()
+    assert isinstance(caught.value, TransientError) and caught.value.sqlstate == "55P03"
+    step = ledger.step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "failed" and "ConcurrencyConflictError" in (step.error or "")
+    _assert_consistent(pg_conn, step.last_key, step.rows_done)
+
+    result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    assert result.resumed_from == step.last_key and result.rows_done == to_do
+    assert result.rows_this_run == to_do - step.rows_done
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
+
+
+def test_a_partition_still_held_by_another_session_is_transient(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost worker's backend can outlive it for a while: the retry must wait its turn, not fail the run."""
+    to_do = _products(pg_conn, 2_000)
+    monkeypatch.setattr(backfill, "PARTITION_LOCK_WAIT", 0.5)
+    with psycopg.connect(pg_dsn, autocommit=True) as lost_worker:
+        lost_worker.execute(
+            "SELECT pg_advisory_lock(hashtextextended('airflow_expand:m:backfill:products:0', 0))"
+        )
+        with pytest.raises(BackfillBusyError, match=r"another session is running this partition") as caught:
+            run_backfill(pg_connect, SPEC, migration_id="m", log=LOG)
+        assert isinstance(caught.value, TransientError)
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS NOT NULL") == 0
+    assert run_backfill(pg_connect, SPEC, migration_id="m", log=LOG).rows_done == to_do
