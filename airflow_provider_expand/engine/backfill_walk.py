@@ -8,6 +8,11 @@ these rows), updated, and the checkpoint moves to the window's end in the same t
 by the window scanned, not by the rows updated, so a window with nothing to do still moves on. Rows
 skipped because the application held them are caught by the sweep, which ends only when a read finds no
 matching row, and gives up clearly when matching rows keep appearing.
+
+A window (or sweep chunk) that hits the batch ``statement_timeout`` is rolled back and done as its two
+halves, each split again if it times out too, down to a single row, which then fails naming its key.
+Between batches the walk reads the migration's phase (at most once a second) and stops, its last batch
+and checkpoint committed, once a rollback has begun.
 """
 
 from __future__ import annotations
