@@ -307,3 +307,39 @@ def test_a_partition_still_held_by_another_session_is_transient(
         assert isinstance(caught.value, TransientError)
     assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS NOT NULL") == 0
     assert run_backfill(pg_connect, SPEC, migration_id="m", log=LOG).rows_done == to_do
+
+
+def test_a_person_cancelling_a_batch_is_definitive_not_a_split(
+    pg_conn: psycopg.Connection, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``pg_cancel_backend`` is someone stopping the backfill on purpose: 57014, but no statement_timeout."""
+    _products(pg_conn, 3_000)
+    pg_conn.execute(SLOW_TITLE)
+    app = "backfill-cancelled"
+    spec = dataclasses.replace(SPEC, set="name = slow_title(id, title, 1234, 30)", batch_size=500)
+    cancelled: list[bool] = []
+
+    def cancel_the_sleeping_batch() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as dba:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not cancelled:
+                rows = dba.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = %s AND wait_event = 'PgSleep'"
+                    " AND now() - query_start > interval '1 second'",  # the 30 s row, not the 0.1 s ones
+                    (app,),
+                ).fetchall()
+                cancelled.extend(bool(r[0]) for r in rows)
+                time.sleep(0.05)
+
+    dba = threading.Thread(target=cancel_the_sleeping_batch, daemon=True)
+    dba.start()
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    with pytest.raises(DatabaseStatementError, match=r"canceling statement due to user request") as caught:
+        run_backfill(connector_from_dsn(pg_dsn, application_name=app), spec, migration_id="m", log=LOG)
+    dba.join(10)
+    assert cancelled and caught.value.sqlstate == "57014" and isinstance(caught.value, DefinitiveError)
+    assert not [r for r in caplog.records if "split" in r.getMessage()]
+    step = Ledger().step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "failed" and step.last_key == "1000"
+    _assert_consistent(pg_conn, step.last_key, step.rows_done)
