@@ -35,6 +35,7 @@ from airflow_provider_expand.engine.backfill_ranges import claim_range, peek_ran
 from airflow_provider_expand.engine.backfill_walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.engine.lock import MigrationLockedError, migration_lock
 
 __all__ = [
@@ -166,8 +167,13 @@ def run_backfill(
                     ledger.finish_step(
                         conn, migration_id, spec.step, partition, rows_total=progress.rows_done
                     )
+            except BackfillStoppedError as exc:
+                # The rollback owns the phase now: only the step row says why it ended (a STEP_FAILED
+                # event would move the migration from rolling_back to failed under the rollback's feet).
+                ledger.finish_step(conn, migration_id, spec.step, partition, status="failed", error=str(exc))
+                raise
             except BaseException as exc:
-                _record_failure(conn, ledger, migration_id, spec.step, partition, exc, log)
+                Lifecycle(ledger).record_failure(connect, migration_id, spec.step, exc, log, part=partition)
                 raise
     return BackfillResult(
         table=spec.table,
@@ -274,30 +280,3 @@ def _batch_commits(conn: psycopg.Connection) -> Iterator[None]:
     finally:
         if not conn.closed and not conn.broken:
             conn.execute("RESET synchronous_commit")
-
-
-def _record_failure(
-    conn: psycopg.Connection,
-    ledger: Ledger,
-    migration_id: str,
-    step: str,
-    part: int,
-    exc: BaseException,
-    log: logging.Logger,
-) -> None:
-    """Mark the step failed with the reason, if the connection still works.
-
-    A lost one cannot: the step then stays ``running`` with its checkpoint, which is what the retry
-    resumes from. The migration's phase is not the backfill's to move.
-    """
-    if conn.closed or conn.broken:
-        log.warning(
-            "%s part %d: the connection is lost; its ledger row keeps the last checkpoint", step, part
-        )
-        return
-    try:
-        ledger.finish_step(
-            conn, migration_id, step, part, status="failed", error=f"{type(exc).__name__}: {exc}"
-        )
-    except psycopg.Error as ledger_exc:
-        log.warning("could not record the failure of %s part %d in the ledger: %s", step, part, ledger_exc)

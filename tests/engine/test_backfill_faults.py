@@ -101,7 +101,9 @@ def test_a_set_that_raises_fails_definitively_naming_the_table(
     assert isinstance(error.__cause__, psycopg.Error)
     step = Ledger().step(pg_conn, "m", "backfill:products")
     assert step is not None and step.status == "failed"
-    assert "DatabaseStatementError" in (step.error or "") and cause in (step.error or "")
+    assert '"products"' in (step.error or "") and cause in (step.error or "")
+    record = Ledger().get(pg_conn, "m")  # definitive: the lifecycle marks the migration failed
+    assert record is not None and record.phase == "failed"
     # The failing batch rolled back with its checkpoint; the batches before it stay committed.
     assert step.last_key == "1000"
     _assert_consistent(pg_conn, step.last_key, step.rows_done)
@@ -189,8 +191,10 @@ def test_a_dropped_connection_is_transient_and_the_next_run_resumes_from_the_che
 
     ledger = Ledger()
     dropped = ledger.step(pg_conn, "m", "backfill:products")
-    # Nobody could write the failure: the row keeps its last checkpoint, which matches the data exactly.
-    assert dropped is not None and dropped.status == "running" and dropped.last_key is not None
+    # The failure is written on a fresh connection; the checkpoint is the last committed batch's, exactly.
+    assert dropped is not None and dropped.status == "failed" and dropped.last_key is not None
+    assert "terminat" in (dropped.error or "") or "closed" in (dropped.error or ""), dropped.error
+    assert ledger.get(pg_conn, "m") is None  # transient: no phase moved (here: no migration row made)
     assert 5_000 <= dropped.rows_done < to_do
     _assert_consistent(pg_conn, dropped.last_key, dropped.rows_done)
 
@@ -283,7 +287,8 @@ def test_a_table_lock_held_past_the_retries_is_a_transient_conflict_and_the_reru
     assert locked.is_set()
     assert isinstance(caught.value, TransientError) and caught.value.sqlstate == "55P03"
     step = ledger.step(pg_conn, "m", "backfill:products")
-    assert step is not None and step.status == "failed" and "ConcurrencyConflictError" in (step.error or "")
+    assert step is not None and step.status == "failed" and "tried 6 times" in (step.error or "")
+    assert ledger.get(pg_conn, "m") is None  # transient: the phase is not moved
     _assert_consistent(pg_conn, step.last_key, step.rows_done)
 
     result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)

@@ -15,6 +15,7 @@ from airflow_provider_expand.engine.backfill import BackfillSpec, BackfillStoppe
 from airflow_provider_expand.engine.database import Connector, connector_from_dsn
 from airflow_provider_expand.engine.errors import DefinitiveError, TransientError
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 
 LOG = logging.getLogger("test.backfill")
 WHERE = "name IS NULL AND title IS NOT NULL"
@@ -57,8 +58,9 @@ def test_rolling_back_stops_a_running_partition_after_its_batch_commits(
 ) -> None:
     to_do = _products(pg_conn, 200_000)
     ledger = Ledger()
-    ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m", "backfilled")  # anything but a rollback lets it run
+    lifecycle = Lifecycle(ledger)
+    for event in (Event.EXPAND_STARTED, Event.EXPANDED):  # anything but a rollback lets it run
+        lifecycle.move(pg_conn, "m", event)
     app = "backfill-stopping"
     outcome: list[BaseException] = []
 
@@ -77,7 +79,7 @@ def test_rolling_back_stops_a_running_partition_after_its_batch_commits(
         return step is not None and step.rows_done >= 20_000
 
     _wait(progressed, "the backfill to get going")
-    ledger.set_phase(pg_conn, "m", "rolling_back")
+    lifecycle.move(pg_conn, "m", Event.ROLLBACK_STARTED)
     asked = time.monotonic()
     runner.join(30)
     stopped_in = time.monotonic() - asked
@@ -89,7 +91,7 @@ def test_rolling_back_stops_a_running_partition_after_its_batch_commits(
     assert isinstance(error, DefinitiveError) and not isinstance(error, TransientError)
     assert "stopped after key" in str(error) and "migration 'm' is rolling back" in str(error)
     step = ledger.step(pg_conn, "m", "backfill:products")
-    assert step is not None and step.status == "failed" and "BackfillStoppedError" in (step.error or "")
+    assert step is not None and step.status == "failed" and "stopped after key" in (step.error or "")
     # It ended on a committed batch: its checkpoint counts exactly the rows written, none beyond last_key.
     assert step.last_key is not None and 20_000 <= step.rows_done < to_do
     assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS NOT NULL") == step.rows_done
@@ -109,14 +111,21 @@ def test_rolling_back_stops_a_running_partition_after_its_batch_commits(
     assert record is not None and record.phase == "rolling_back"
 
 
-@pytest.mark.parametrize("phase", ["rolling_back", "rolled_back"])
+@pytest.mark.parametrize(
+    ("phase", "events"),
+    [
+        ("rolling_back", (Event.EXPAND_STARTED, Event.ROLLBACK_STARTED)),
+        ("rolled_back", (Event.EXPAND_STARTED, Event.ROLLBACK_STARTED, Event.ROLLED_BACK)),
+    ],
+)
 def test_a_partition_starting_during_a_rollback_changes_nothing(
-    pg_conn: psycopg.Connection, pg_connect: Connector, phase: str
+    pg_conn: psycopg.Connection, pg_connect: Connector, phase: str, events: tuple[Event, ...]
 ) -> None:
     _products(pg_conn, 5_000)
     ledger = Ledger()
-    ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m", phase)  # type: ignore[arg-type]
+    lifecycle = Lifecycle(ledger)
+    for event in events:
+        lifecycle.move(pg_conn, "m", event)
     spec = dataclasses.replace(SPEC, partitions=2)
     words = phase.replace("_", " ")
     with pytest.raises(BackfillStoppedError, match=rf"stopped before its first batch .* is {words}"):
@@ -124,3 +133,5 @@ def test_a_partition_starting_during_a_rollback_changes_nothing(
     assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS NOT NULL") == 0
     step = ledger.step(pg_conn, "m", "backfill:products", 1)
     assert step is not None and step.status == "failed" and step.rows_done == 0
+    record = ledger.get(pg_conn, "m")
+    assert record is not None and record.phase == phase
