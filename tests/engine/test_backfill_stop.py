@@ -135,3 +135,44 @@ def test_a_partition_starting_during_a_rollback_changes_nothing(
     assert step is not None and step.status == "failed" and step.rows_done == 0
     record = ledger.get(pg_conn, "m")
     assert record is not None and record.phase == phase
+
+
+def test_rolling_back_stops_the_sweep_too(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
+) -> None:
+    """Rows an application holds keep the sweep going round after round: a rollback ends that as well."""
+    to_do = _products(pg_conn, 2_000)
+    ledger = Ledger()
+    lifecycle = Lifecycle(ledger)
+    for event in (Event.EXPAND_STARTED, Event.EXPANDED):
+        lifecycle.move(pg_conn, "m", event)
+    app_holding_rows = psycopg.connect(pg_dsn)
+    app_holding_rows.execute("SELECT 1 FROM products WHERE id <= 10 FOR UPDATE")
+    asked: list[float] = []
+
+    def roll_back_once_in_the_sweep() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                step = ledger.step(other, "m", "backfill:products")
+                if step is not None and step.last_key == "2000":  # the main pass is over
+                    break
+                time.sleep(0.01)
+            time.sleep(0.3)  # a few sweep rounds in
+            Lifecycle(ledger).move(other, "m", Event.ROLLBACK_STARTED)
+            asked.append(time.monotonic())
+
+    rollback = threading.Thread(target=roll_back_once_in_the_sweep, daemon=True)
+    rollback.start()
+    spec = dataclasses.replace(SPEC, pause=dt.timedelta(milliseconds=100), max_sweep_rounds=100)
+    try:
+        with pytest.raises(BackfillStoppedError, match=r"stopped after key 2000 .* is rolling back"):
+            run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+        stopped_in = time.monotonic() - asked[0]
+    finally:
+        rollback.join(10)
+        app_holding_rows.close()
+    assert stopped_in < 2.5, f"took {stopped_in:.2f}s to stop"
+    step = ledger.step(pg_conn, "m", "backfill:products")
+    assert step is not None and step.status == "failed" and step.rows_done == to_do - 10
+    assert _count(pg_conn, f"SELECT count(*) FROM products WHERE {WHERE}") == 10
