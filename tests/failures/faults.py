@@ -45,6 +45,13 @@ MID_STEP: dict[str, str] = {
 }
 
 
+def sleep_after_first_statement(text: str) -> str:
+    """A SQL file with ``SELECT pg_sleep(2)`` as its second statement: the step stays busy in its
+    transaction group long enough for a fault to land inside it."""
+    head, sep, rest = text.partition(";\n")
+    return head + sep + "SELECT pg_sleep(2);\n" + rest
+
+
 @dataclass
 class Terminator:
     """Waits until ``condition`` holds on the database, then terminates every other backend of it, once."""
@@ -114,14 +121,33 @@ class SnapshotHolder:
         self.conn.close()
 
 
+class SqlProbe:
+    """``condition`` (one of :data:`MID_STEP`) polled on the target database, as a Killer's ``ready``."""
+
+    def __init__(self, dsn: str, condition: str, params: dict[str, Any]) -> None:
+        self.dsn, self.condition, self.params = dsn, condition, params
+        self.conn: psycopg.Connection | None = None
+
+    def __call__(self) -> bool:
+        if self.conn is None:
+            self.conn = psycopg.connect(self.dsn, autocommit=True, application_name=TERMINATOR_APP)
+        try:
+            row = self.conn.execute(self.condition, self.params).fetchone()
+        except psycopg.errors.UndefinedTable:  # no ledger yet
+            return False
+        return bool(row and row[0])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
 @dataclass
 class Killer:
-    """Waits until ``condition`` holds on the target database, then SIGKILLs the process of ``task_id``'s
-    running try (its pid as the metadata DB records it), once: a worker lost mid-step."""
+    """Waits until ``ready()`` says the step is mid-way, then SIGKILLs the process of ``task_id``'s running
+    try (its pid as the metadata DB records it), once: a worker lost mid-step."""
 
-    dsn: str
-    condition: str
-    params: dict[str, Any]
+    ready: Callable[[], bool]
     metadata_db: Path
     dag_id: str
     task_id: str
@@ -157,26 +183,32 @@ class Killer:
         return (int(row[0]), int(row[1])) if row else None
 
     def _run(self) -> None:
+        try:
+            self._watch()
+        finally:
+            close = getattr(self.ready, "close", None)
+            if close is not None:
+                close()
+
+    def _watch(self) -> None:
         deadline = time.monotonic() + self.timeout
-        with psycopg.connect(self.dsn, autocommit=True, application_name=TERMINATOR_APP) as conn:
-            while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                found = self._pid() if self.ready() else None
+            except sqlite3.OperationalError:
+                found = None
+            except Exception as exc:  # a probe's failure is reported in the matrix, not raised in a thread
+                self.errors.append(str(exc))
+                found = None
+            if found is not None:
+                pid, try_number = found
                 try:
-                    row = conn.execute(self.condition, self.params).fetchone()
-                    found = self._pid() if row and row[0] else None
-                except (psycopg.errors.UndefinedTable, sqlite3.OperationalError):
-                    found = None
-                except psycopg.Error as exc:
-                    self.errors.append(str(exc))
-                    found = None
-                if found is not None:
-                    pid, try_number = found
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError as exc:
-                        self.errors.append(f"pid {pid}: {exc}")
-                        continue
-                    self.killed.append(f"{self.task_id} pid {pid} (try {try_number})")
-                    if self.on_kill is not None:
-                        self.on_kill()
-                    return
-                time.sleep(0.05)
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError as exc:
+                    self.errors.append(f"pid {pid}: {exc}")
+                    continue
+                self.killed.append(f"{self.task_id} pid {pid} (try {try_number})")
+                if self.on_kill is not None:
+                    self.on_kill()
+                return
+            time.sleep(0.02)

@@ -26,6 +26,7 @@ class RunRecord:
     verdict: str
     fault: str = ""
     states: dict[str, str] = field(default_factory=dict)
+    retried: list[str] = field(default_factory=list)  # "task xN": tasks that took N tries
 
 
 @dataclass
@@ -59,8 +60,9 @@ _KINDS = {
 def _run_text(run: RunRecord) -> str:
     failed = ("failed: " + ", ".join(run.failed)) if run.failed else "none failed"
     fault = f"; fault: {run.fault}" if run.fault else ""
+    retried = f"; tries: {', '.join(run.retried)}" if run.retried else ""
     return (
-        f"**{run.label}**: {run.state} ({failed}; rollback {run.rollback}; {run.seconds:.0f} s{fault})"
+        f"**{run.label}**: {run.state} ({failed}{retried}; rollback {run.rollback}; {run.seconds:.0f} s{fault})"
         f" -> {run.verdict}"
     )
 

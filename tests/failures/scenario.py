@@ -15,16 +15,13 @@ import psycopg
 import redis
 import yaml
 
-from airflow_provider_expand.spec.models import MigrationSpec
 from tests.dags.harness import Writer, copy_migration, install_dag_file, run_dag, seed_bullmq_queue, states
 from tests.failures.invariants import Verdict, check_invariants
 from tests.failures.matrix import Cell, RunRecord
 
 ROWS = 8_000
-# Retries for every task (the spec keys arrive with the retry-policy fix; refused by the strict spec before).
-RETRIES: dict[str, Any] = (
-    {"retries": 2, "retry_delay": "1s"} if "retries" in MigrationSpec.model_fields else {}
-)
+# Every task retries transient failures (Airflow's retry policy from these spec keys), quickly in tests.
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay": "1s"}
 BACKFILL = {
     "table": "products",
     "set": "name = title, price_cents = round(price * 100)::bigint",
@@ -121,6 +118,10 @@ class Scenario:
                 injected.stop()
             writer.stop()
         result = states(dag_run)
+        tries = {
+            (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): int(ti.try_number)
+            for ti in dag_run.get_task_instances()
+        }
         verdict = check_invariants(
             self.env.dsn,
             self.env.references,
@@ -139,6 +140,7 @@ class Scenario:
             verdict=verdict.summary(),
             fault=injected.describe() if injected is not None and hasattr(injected, "describe") else "",
             states=result,
+            retried=sorted(f"{t} x{n}" for t, n in tries.items() if n > 1),
         )
         self.cell.runs.append(record)
         return record, verdict

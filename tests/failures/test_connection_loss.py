@@ -6,24 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
-from tests.failures.faults import MID_STEP, SnapshotHolder, Terminator
+from tests.failures.faults import MID_STEP, SnapshotHolder, Terminator, sleep_after_first_statement
 from tests.failures.outcomes import assert_completes
 from tests.failures.scenario import Scenario
 from tests.failures.test_definitive import FAIL_AFTER_EXPAND
 
-NEEDS_RETRIES = "needs retries: migration.yaml retries/retry_delay and the DAG's retry_policy (lead)"
-
 
 def _terminator(s: Scenario, step: str) -> Callable[[], Terminator]:
     return lambda: Terminator(s.env.dsn, MID_STEP[step], {"id": s.migration_id}).start()
-
-
-def _sleep_after_first_statement(text: str) -> str:
-    """A statement that keeps the step busy for 2 s, so the cut lands inside it (second of the file)."""
-    head, sep, rest = text.partition(";\n")
-    return head + sep + "SELECT pg_sleep(2);\n" + rest
 
 
 def _completes_after_the_cut(s: Scenario, step: str, task: str) -> None:
@@ -35,7 +25,6 @@ def _completes_after_the_cut(s: Scenario, step: str, task: str) -> None:
     assert_completes(s, "re-run")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_expand_connection_cut(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "expand",
@@ -43,11 +32,10 @@ def test_expand_connection_cut(scenario: Callable[..., Scenario]) -> None:
         "retried, the group re-applied; completes",
         "connection",
     )
-    s.edit("expand.sql", _sleep_after_first_statement)
+    s.edit("expand.sql", sleep_after_first_statement)
     _completes_after_the_cut(s, "expand", "expand")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_backfill_connection_cut(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "backfill.products",
@@ -58,7 +46,6 @@ def test_backfill_connection_cut(scenario: Callable[..., Scenario]) -> None:
     _completes_after_the_cut(s, "backfill", "backfill.products")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES + "; the retried build drops the invalid index it left")
 def test_index_connection_cut(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "index",
@@ -94,7 +81,6 @@ def test_soak_connection_cut(scenario: Callable[..., Scenario]) -> None:
     _completes_after_the_cut(s, "soak", "soak")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_contract_connection_cut(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "contract",
@@ -102,11 +88,10 @@ def test_contract_connection_cut(scenario: Callable[..., Scenario]) -> None:
         "retried, resumes the contract (no rollback.sql); completes",
         "connection",
     )
-    s.edit("contract.sql", _sleep_after_first_statement)
+    s.edit("contract.sql", sleep_after_first_statement)
     _completes_after_the_cut(s, "contract", "contract")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_rollback_connection_cut(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "rollback",
@@ -115,7 +100,7 @@ def test_rollback_connection_cut(scenario: Callable[..., Scenario]) -> None:
         "connection",
     )
     s.edit_spec(lambda spec: spec.__setitem__("verify", [*spec["verify"], FAIL_AFTER_EXPAND]))
-    s.edit("rollback.sql", _sleep_after_first_statement)
+    s.edit("rollback.sql", sleep_after_first_statement)
     record, verdict = s.run("run 1", fault=_terminator(s, "rollback"), expect_shape=["pre"])
     assert record.fault.startswith("terminated"), record.fault
     assert record.state == "failed" and record.rollback == "success", record.states

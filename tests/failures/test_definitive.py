@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from tests.failures.outcomes import assert_completes, assert_rolled_back
 from tests.failures.scenario import BACKFILL, Scenario
 
@@ -122,7 +120,6 @@ def test_queue_drain_times_out(scenario: Callable[..., Scenario]) -> None:
     assert_completes(s, "re-run (job done)")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the state machine: forward-only contract, re-run resumes it")
 def test_contract_half_applied_then_fixed(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "contract",

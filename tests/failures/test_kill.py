@@ -11,10 +11,15 @@ from collections.abc import Callable
 import pytest
 
 from tests.failures.executor import run_with_executor
-from tests.failures.faults import MID_STEP, Killer, SnapshotHolder
+from tests.failures.faults import (
+    MID_STEP,
+    Killer,
+    SnapshotHolder,
+    SqlProbe,
+    sleep_after_first_statement,
+)
 from tests.failures.outcomes import assert_completes
 from tests.failures.scenario import Scenario
-from tests.failures.test_connection_loss import NEEDS_RETRIES, _sleep_after_first_statement
 
 pytestmark = pytest.mark.usefixtures("executor_api")
 
@@ -31,9 +36,7 @@ def _killed_then_completes(s: Scenario, step: str, task: str, *, hold_snapshot: 
         if hold_snapshot:
             holders.append(SnapshotHolder(s.env.dsn))
         return Killer(
-            s.env.dsn,
-            MID_STEP[step],
-            {"id": s.migration_id},
+            SqlProbe(s.env.dsn, MID_STEP[step], {"id": s.migration_id}),
             s.env.home / "airflow.db",
             s.migration_id,
             task,
@@ -46,13 +49,13 @@ def _killed_then_completes(s: Scenario, step: str, task: str, *, hold_snapshot: 
         for holder in holders:
             holder.close()
     assert record.fault.startswith("SIGKILLed"), record.fault
+    assert any(r.startswith(f"{task} x") for r in record.retried), record.retried
     assert record.state == "success", record.states
     assert record.states[task] == "success" and record.rollback == "skipped", record.states
     assert verdict.ok and verdict.phase == "completed", verdict.summary()
     assert_completes(s, "re-run")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_backfill_killed(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "backfill.products",
@@ -63,7 +66,6 @@ def test_backfill_killed(scenario: Callable[..., Scenario]) -> None:
     _killed_then_completes(s, "backfill", "backfill.products")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES + "; the retried build drops the invalid index it left")
 def test_index_killed(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "index",
@@ -74,7 +76,6 @@ def test_index_killed(scenario: Callable[..., Scenario]) -> None:
     _killed_then_completes(s, "index", "index.idx_products_name", hold_snapshot=True)
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_expand_killed(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "expand",
@@ -82,11 +83,10 @@ def test_expand_killed(scenario: Callable[..., Scenario]) -> None:
         "the group rolled back by the server; retried, re-applied; completes",
         "kill",
     )
-    s.edit("expand.sql", _sleep_after_first_statement)
+    s.edit("expand.sql", sleep_after_first_statement)
     _killed_then_completes(s, "expand", "expand")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_RETRIES)
 def test_contract_killed(scenario: Callable[..., Scenario]) -> None:
     s = scenario(
         "contract",
@@ -94,5 +94,5 @@ def test_contract_killed(scenario: Callable[..., Scenario]) -> None:
         "retried, resumes the contract (no rollback.sql); completes",
         "kill",
     )
-    s.edit("contract.sql", _sleep_after_first_statement)
+    s.edit("contract.sql", sleep_after_first_statement)
     _killed_then_completes(s, "contract", "contract")
