@@ -1,7 +1,7 @@
 """``LongTransactionSensor``: the runbook's pre-migration checklist (connections, long transactions, load).
 
-It checks once (server version, connection headroom, machine load, Redis clients, room for the backup)
-and then waits while a transaction older than ``max_transaction_age`` is open, for at most ``wait``: DDL
+It checks once per try (no pooler in transaction mode in between, server version, connection headroom,
+machine load, Redis clients, room for the backup) and then waits while a transaction older than ``max_transaction_age`` is open, for at most ``wait``: DDL
 behind such a transaction would queue the application behind its lock.
 """
 
@@ -16,11 +16,11 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_provider_expand.engine.errors import DatabaseUnavailableError, translated
 from airflow_provider_expand.engine.preflight import (
     LongTransaction,
     PreflightError,
     PreflightReport,
-    RedisUnavailableError,
     log_long_transactions,
     long_transactions,
     long_transactions_timeout_message,
@@ -82,19 +82,22 @@ class LongTransactionSensor(BaseSensorOperator):
         return cast(logging.Logger, self.log)
 
     def preflight(self) -> PreflightReport:
-        """Version, headroom, load, Redis and backup space: raises :class:`PreflightError` on a blocker."""
+        """Pooler, version, headroom, load, Redis and backup space: raises :class:`PreflightError` on a
+        blocker; a lost connection or a silent Redis is transient (the retry policy tries again)."""
         client = None
         if self.redis_conn_id:
-            try:
+            try:  # builds the client from the Airflow connection; nothing is sent yet
                 client = redis_client(self.redis_conn_id)
             except Exception as exc:
-                raise RedisUnavailableError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+                raise PreflightError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+        connect = postgres_connector(self.postgres_conn_id)
         try:
-            with postgres_connector(self.postgres_conn_id)() as conn:
+            with translated(f"preflight on {self.postgres_conn_id!r}"), connect() as conn:
                 conn.autocommit = True
                 return run_preflight(
                     conn,
                     self._log,
+                    connect=connect,
                     backup_directory=self.backup_directory or None,
                     space_margin=self.space_margin,
                     redis_client=client,
@@ -107,7 +110,11 @@ class LongTransactionSensor(BaseSensorOperator):
                 client.close()
 
     def poke(self, context: Context) -> bool:
-        with postgres_connector(self.postgres_conn_id)() as conn:
+        """One connection, one query: the checks ran before the first poke."""
+        with (
+            translated(f"preflight on {self.postgres_conn_id!r}"),
+            postgres_connector(self.postgres_conn_id)() as conn,
+        ):
             conn.autocommit = True
             transactions = long_transactions(conn, self.max_transaction_age)
         self.last_transactions = transactions
@@ -115,7 +122,8 @@ class LongTransactionSensor(BaseSensorOperator):
         return not transactions
 
     def execute(self, context: Context) -> None:
-        self.preflight()
+        if not (self.reschedule and context.get("task_reschedule_count", 0)):
+            self.preflight()  # once per try: a rescheduled poke of the same try does not repeat it
         if self.deferrable:
             if self.poke(context):
                 return
@@ -150,4 +158,6 @@ class LongTransactionSensor(BaseSensorOperator):
             return
         if status == "timeout":
             raise AirflowSensorTimeout(str(event.get("message")))
+        if event.get("transient"):
+            raise DatabaseUnavailableError(str(event.get("message")), event.get("sqlstate"))
         raise PreflightError(str(event.get("message") or f"long-transaction trigger failed: {event!r}"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -37,11 +38,16 @@ def _server_address(pg_dsn: str) -> str:
 
 
 def _backends(pg_conn: psycopg.Connection) -> int:
-    row = pg_conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    """Other backends on the test database once the closed ones are gone (a backend exits just after)."""
+    deadline = time.monotonic() + 5
+    while True:
+        row = pg_conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        assert row is not None
+        if row[0] == 0 or time.monotonic() > deadline:
+            return int(row[0])
+        time.sleep(0.05)
 
 
 @contextmanager
@@ -91,7 +97,10 @@ def test_transaction_pooling_is_refused_naming_the_fix(
     assert "transaction pooling mode" in message
     assert "a second connection's transaction ran on backend" in message  # LIFO: proved in round 1
     assert "cancel key names backend" in message and "connected to port" in message
-    assert f"straight at PostgreSQL, not at the pooler (e.g. {_server_address(pg_dsn)}" in message
+    assert (
+        f"a direct connection to PostgreSQL: point the migration's Airflow connection at the server itself, not the pooler (e.g. {_server_address(pg_dsn)},"
+        in message
+    )
     assert "pool_mode = session) is fine" in message
     assert _probe(dsn).rounds == 1
 
