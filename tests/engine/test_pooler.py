@@ -13,7 +13,7 @@ from contextlib import closing, contextmanager
 import psycopg
 import pytest
 
-from airflow_provider_expand.engine.database import Connector, connector_from_dsn
+from airflow_provider_expand.engine.database import Connector, backend_pid, connector_from_dsn
 from airflow_provider_expand.engine.errors import (
     DatabaseUnavailableError,
     DefinitiveError,
@@ -185,3 +185,11 @@ def test_a_dropped_probe_connection_is_transient_and_leaves_nothing(
 def test_the_probe_needs_an_autocommit_connection(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn) as conn, pytest.raises(ValueError, match="autocommit"):
         probe_pooler(conn, connector_from_dsn(pg_dsn), LOG)
+
+
+def test_backend_pid_is_the_servers_even_behind_a_session_pooler(pgbouncer: Start) -> None:
+    """The index monitor watches this pid: behind PgBouncer the cancel key's pid is made up."""
+    with psycopg.connect(pgbouncer("session"), autocommit=True, application_name="pid-probe") as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pid-probe'").fetchone()
+        assert row is not None
+        assert backend_pid(conn) == row[0] != conn.info.backend_pid
