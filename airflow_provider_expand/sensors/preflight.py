@@ -1,8 +1,9 @@
 """``LongTransactionSensor``: the runbook's pre-migration checklist (connections, long transactions, load).
 
 It checks once per try (no pooler in transaction mode in between, server version, connection headroom,
-machine load, Redis clients, room for the backup) and then waits while a transaction older than ``max_transaction_age`` is open, for at most ``wait``: DDL
-behind such a transaction would queue the application behind its lock.
+machine load, Redis clients, room for the backup) and then waits while a transaction older than
+``max_transaction_age`` is open, for at most ``wait``: DDL behind such a transaction would queue the
+application behind its lock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_expand.engine.errors import DatabaseUnavailableError, translated
+from airflow_provider_expand.engine.errors import DatabaseUnavailableError
 from airflow_provider_expand.engine.preflight import (
     LongTransaction,
     PreflightError,
@@ -84,7 +85,7 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
 
     def preflight(self) -> PreflightReport:
         """Pooler, version, headroom, load, Redis and backup space: raises :class:`PreflightError` on a
-        blocker; a lost connection or a silent Redis is transient (the retry policy tries again)."""
+        blocker; a silent Redis is transient, and so is a lost connection (``ClassifiedErrors`` wraps it)."""
         client = None
         if self.redis_conn_id:
             try:  # builds the client from the Airflow connection; nothing is sent yet
@@ -93,7 +94,7 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
                 raise PreflightError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
         connect = postgres_connector(self.postgres_conn_id)
         try:
-            with translated(f"preflight on {self.postgres_conn_id!r}"), connect() as conn:
+            with connect() as conn:
                 conn.autocommit = True
                 return run_preflight(
                     conn,
@@ -112,10 +113,7 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         """One connection, one query: the checks ran before the first poke."""
-        with (
-            translated(f"preflight on {self.postgres_conn_id!r}"),
-            postgres_connector(self.postgres_conn_id)() as conn,
-        ):
+        with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
             transactions = long_transactions(conn, self.max_transaction_age)
         self.last_transactions = transactions
