@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import psycopg
 import redis
 
+from airflow_provider_expand.engine.redact import query_text
+
 MIN_SERVER_VERSION = 120000
 # PostgreSQL 14.0 to 14.3 could corrupt indexes built with CREATE/REINDEX ... CONCURRENTLY (fixed in 14.4).
 CIC_CORRUPTION_VERSIONS = range(140000, 140004)
@@ -69,7 +71,7 @@ class LongTransaction:
     application_name: str | None = None
 
     def describe(self) -> str:
-        query = " ".join(self.query.split())
+        query = query_text(self.query, QUERY_PREVIEW)
         return (
             f"pid {self.pid} ({self.usename or '?'}, {self.application_name or 'no application_name'}) "
             f"in transaction for {self.age}, state {self.state}: {query}"

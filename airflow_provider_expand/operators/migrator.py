@@ -20,6 +20,7 @@ from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import DEFAULT_DOCKER_URL
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import mask_url_secrets, masked_text
 
 EXPAND_STEP = "expand"
 
@@ -68,6 +69,7 @@ class MigratorOperator(DockerOperator):
             execution_timeout=timeout,
             **kwargs,
         )
+        mask_url_secrets(docker_url)
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
         self.database_env = database_env
@@ -96,7 +98,7 @@ class MigratorOperator(DockerOperator):
             with connect() as conn:
                 conn.autocommit = True
                 ledger.finish_step(
-                    conn, self.migration_id, EXPAND_STEP, status="failed", error=str(exc)[:2000]
+                    conn, self.migration_id, EXPAND_STEP, status="failed", error=masked_text(str(exc))[:2000]
                 )
             raise
         with connect() as conn:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 from airflow.providers.redis.hooks.redis import RedisHook
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from airflow_provider_expand.engine.admin_endpoint import validate_admin_url
 from airflow_provider_expand.engine.queues import (
@@ -29,6 +29,7 @@ from airflow_provider_expand.engine.queues import (
     with_timeouts,
 )
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import MasksUrlFields, mask_url_secrets
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
 Result = TypeVar("Result")
@@ -52,7 +53,7 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-class _QueuesOperator(BaseOperator):
+class _QueuesOperator(MasksUrlFields):
     """What pause and resume share: the queues, their Redis connection, and errors that name it."""
 
     def __init__(
@@ -100,10 +101,12 @@ class PauseQueuesOperator(_QueuesOperator):
     """
 
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "pause_url", "is_dry_run")
+    url_fields: Sequence[str] = ("pause_url",)
     ui_color = "#fde2c4"
 
     def __init__(self, *, pause_url: str | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        mask_url_secrets(pause_url)
         self.pause_url = validate_admin_url(pause_url, "pause_url") if pause_url else None
         self.is_dry_run = dry_run  # BaseOperator.dry_run is a method
 
@@ -118,10 +121,12 @@ class ResumeQueuesOperator(_QueuesOperator):
     """Resume the queues this migration paused (never one paused before it), then call ``resume_url``."""
 
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "resume_url")
+    url_fields: Sequence[str] = ("resume_url",)
     ui_color = "#d9f2d0"
 
     def __init__(self, *, resume_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        mask_url_secrets(resume_url)
         self.resume_url = validate_admin_url(resume_url, "resume_url") if resume_url else None
 
     def execute(self, context: Context) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from airflow_provider_expand.engine.watch import DeployWatch, EscalationError, W
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import mask_url_secrets
 
 WATCH_STEP = "watch"
 
@@ -52,6 +53,7 @@ class DeployWatchSensor(BaseSensorOperator):
         kwargs.setdefault("timeout", (watch + escalate_after + dt.timedelta(minutes=10)).total_seconds())
         kwargs.setdefault("mode", "poke")  # the watch keeps its state (error streak) between pokes
         super().__init__(**kwargs)
+        mask_url_secrets(health_url, metrics_url, docker_url)
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
         self.container = container
