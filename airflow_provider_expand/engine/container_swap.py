@@ -176,10 +176,13 @@ def _create_from(
         client.start(new["Id"])
     except docker.errors.APIError as exc:
         log.error("could not start %s on %s: %s; putting the old container back", name, image, exc)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.remove_container(name, force=True)
-        client.rename(previous["Id"], name)
-        client.start(previous["Id"])
+        try:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.remove_container(name, force=True)
+            client.rename(previous["Id"], name)
+            client.start(previous["Id"])
+        except docker.errors.APIError as back:
+            log.error("could not put %s back (%s); a retry or the rollback goes on from here", name, back)
         raise DockerRefused(f"container {name!r} could not be recreated on image {image!r}: {exc}") from exc
     log.info("%s recreated on %s (id %s)", name, image, new["Id"][:12])
     return str(new["Id"])
