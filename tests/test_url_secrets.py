@@ -16,13 +16,15 @@ import redis
 from airflow.sdk import Context
 from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 
+from airflow_provider_expand.engine.admin_endpoint import AdminEndpointError
 from airflow_provider_expand.engine.ddl_inspect import lock_holders
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.preflight import QUERY_PREVIEW, long_transactions
-from airflow_provider_expand.engine.admin_endpoint import AdminEndpointError
 from airflow_provider_expand.engine.redact import (
     query_text,
     redact_url,
+    restore_userinfo,
+    set_aside_userinfo,
     url_secrets,
     without_query_texts,
 )
@@ -56,6 +58,10 @@ def test_redaction_of_user_info_and_query_texts() -> None:
     assert url_secrets(url) == [f"{USER}:{PASSWORD}", PASSWORD]
     assert url_secrets("http://u:p%40ss@h/") == ["u:p%40ss", "u:p@ss", "p%40ss", "p@ss"]
     assert url_secrets("http://h/") == []
+    field, userinfo = set_aside_userinfo(url)
+    assert field == redact_url(url) and restore_userinfo(field, userinfo) == url
+    templated = "http://admin:{{ var.value.pw }}@h/p"
+    assert set_aside_userinfo(templated) == (templated, None)  # a template holds no secret itself
     shown = query_text("SELECT  *\n FROM users WHERE token = 'abc'" + " OR 1=1" * 100)
     assert len(shown) == QUERY_PREVIEW + 2 and "\n" not in shown
     assert without_query_texts(f"pid 7 in transaction: {shown}; POST {url}") == (

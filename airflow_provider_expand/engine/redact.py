@@ -47,6 +47,24 @@ def url_secrets(url: str) -> list[str]:
     return [s for i, s in enumerate(found) if s and s not in found[:i]]
 
 
+def set_aside_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` with a literal user info replaced by ``***``, and that user info (None when there is none,
+    or when it is a template, which holds no secret itself); :func:`restore_userinfo` undoes it."""
+    match = _USERINFO.search(url)
+    if match is None or not match["userinfo"] or match["userinfo"] == REDACTED or "{{" in match["userinfo"]:
+        return url, None
+    return redact_url(url), match["userinfo"]
+
+
+def restore_userinfo(url: str, userinfo: str | None) -> str:
+    """``url`` with the ``***`` that :func:`set_aside_userinfo` left put back to ``userinfo``."""
+    if userinfo is None:
+        return url
+    return _USERINFO.sub(
+        lambda m: f"{m['scheme']}{userinfo}@" if m["userinfo"] == REDACTED else m.group(0), url, count=1
+    )
+
+
 def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     """``url`` without its user info, and that user info as an HTTP Basic ``Authorization`` header."""
     parts = urllib.parse.urlsplit(url)

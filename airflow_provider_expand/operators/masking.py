@@ -14,7 +14,12 @@ import jinja2
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.log import mask_secret, redact
 
-from airflow_provider_expand.engine.redact import redact_url, url_secrets
+from airflow_provider_expand.engine.redact import (
+    redact_url,
+    restore_userinfo,
+    set_aside_userinfo,
+    url_secrets,
+)
 
 
 def mask_url_secrets(*urls: object) -> None:
@@ -23,6 +28,20 @@ def mask_url_secrets(*urls: object) -> None:
         if isinstance(url, str):
             for secret in url_secrets(url):
                 mask_secret(secret)
+
+
+def url_field(url: str | None) -> tuple[str | None, str | None]:
+    """A URL for a templated field, which Airflow stores as it is in the serialized DAG: registered with
+    the masker, its literal user info set aside (``(field value, user info)``; put back by :func:`real_url`)."""
+    if url is None:
+        return None, None
+    mask_url_secrets(url)
+    return set_aside_userinfo(url)
+
+
+def real_url(url: str | None, userinfo: str | None) -> str | None:
+    """The URL to call: the rendered field with the user info :func:`url_field` set aside put back."""
+    return None if url is None else restore_userinfo(url, userinfo)
 
 
 def masked_text(text: str) -> str:

@@ -29,7 +29,7 @@ from airflow_provider_expand.engine.queues import (
     with_timeouts,
 )
 from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.masking import MasksUrlFields, mask_url_secrets
+from airflow_provider_expand.operators.masking import MasksUrlFields, real_url, url_field
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
 Result = TypeVar("Result")
@@ -106,12 +106,17 @@ class PauseQueuesOperator(_QueuesOperator):
 
     def __init__(self, *, pause_url: str | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        mask_url_secrets(pause_url)
-        self.pause_url = validate_admin_url(pause_url, "pause_url") if pause_url else None
+        self.pause_url, self._pause_userinfo = url_field(
+            validate_admin_url(pause_url, "pause_url") if pause_url else None
+        )
         self.is_dry_run = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        results = self._apply(pause_queues, dry_run=as_bool(self.is_dry_run), pause_url=self.pause_url)
+        results = self._apply(
+            pause_queues,
+            dry_run=as_bool(self.is_dry_run),
+            pause_url=real_url(self.pause_url, self._pause_userinfo),
+        )
         return [
             {"queue": r.queue, "layout": r.layout, "version": r.version, "action": r.action} for r in results
         ]
@@ -126,9 +131,10 @@ class ResumeQueuesOperator(_QueuesOperator):
 
     def __init__(self, *, resume_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        mask_url_secrets(resume_url)
-        self.resume_url = validate_admin_url(resume_url, "resume_url") if resume_url else None
+        self.resume_url, self._resume_userinfo = url_field(
+            validate_admin_url(resume_url, "resume_url") if resume_url else None
+        )
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        results = self._apply(resume_queues, resume_url=self.resume_url)
+        results = self._apply(resume_queues, resume_url=real_url(self.resume_url, self._resume_userinfo))
         return [{"queue": r.queue, "layout": r.layout, "action": r.action} for r in results]
