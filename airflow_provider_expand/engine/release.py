@@ -18,6 +18,7 @@ from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.deploy import DeployResult, deploy
 from airflow_provider_expand.engine.docker_client import ensure_image
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.redact import redact_url
 
 DEPLOY_STEP = "deploy"
@@ -83,7 +84,7 @@ def release(
     with connect() as conn:
         conn.autocommit = True
         ledger.finish_step(conn, migration_id, DEPLOY_STEP)
-        ledger.set_phase(conn, migration_id, "deployed")
+        Lifecycle(ledger).move(conn, migration_id, Event.DEPLOYED)
     return result
 
 

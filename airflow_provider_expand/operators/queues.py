@@ -30,6 +30,7 @@ from airflow_provider_expand.engine.queues import (
 )
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.masking import MasksUrlFields, real_url, url_field
+from airflow_provider_expand.retries import ClassifiedErrors
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
 Result = TypeVar("Result")
@@ -53,7 +54,7 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-class _QueuesOperator(MasksUrlFields):
+class _QueuesOperator(ClassifiedErrors, MasksUrlFields):
     """What pause and resume share: the queues, their Redis connection, and errors that name it."""
 
     def __init__(
