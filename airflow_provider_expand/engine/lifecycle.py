@@ -55,7 +55,7 @@ TRANSITIONS: dict[Event, tuple[frozenset[Phase], Phase | None]] = {
     Event.BEGIN: (_RUNNING | {"failed", "rolling_back", "contracting"}, None),
     Event.START_OVER: (frozenset({"rolled_back"}), "pending"),
     Event.EXPAND_STARTED: (frozenset({"pending", "expanding", "failed"}), "expanding"),
-    Event.EXPANDED: (frozenset({"expanding"}), "expanded"),
+    Event.EXPANDED: (frozenset({"expanding", "expanded"}), "expanded"),
     Event.DEPLOYED: (frozenset({"expanded", "deployed", "failed"}), "deployed"),
     Event.BACKFILLED: (frozenset({"expanded", "deployed", "backfilled", "failed"}), "backfilled"),
     Event.SOAK_STARTED: (frozenset({"backfilled", "soaking"}), "soaking"),
@@ -108,7 +108,12 @@ class Lifecycle:
     ledger: Ledger
 
     def record(self, conn: psycopg.Connection, migration_id: str) -> MigrationRecord | None:
-        return self.ledger.get(conn, migration_id) if self.ledger.installed(conn) else None
+        """The migration's row, or None without a ledger; an older ledger is upgraded first, so a guard never
+        reads a first-release row that does not yet say the contract started."""
+        if not self.ledger.installed(conn):
+            return None
+        self.ledger.ensure(conn)
+        return self.ledger.get(conn, migration_id)
 
     def move(
         self,
