@@ -19,6 +19,7 @@ from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 from airflow_provider_expand.engine.admin_endpoint import AdminEndpointError
 from airflow_provider_expand.engine.ddl_inspect import lock_holders
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.preflight import QUERY_PREVIEW, long_transactions
 from airflow_provider_expand.engine.redact import (
     query_text,
@@ -180,7 +181,7 @@ def test_query_texts_are_shortened_in_logs_and_left_out_of_mails(
 
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "expanding")
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
     ledger.start_step(pg_conn, "m1", "expand")
     ledger.finish_step(pg_conn, "m1", "expand", status="failed", error=f"lock timeout; {holders}")
     notifier = MigrationNotifier(

@@ -41,6 +41,7 @@ def test_deploy_records_the_previous_image_and_rollback_returns_to_it(
 ) -> None:
     ledger = Ledger()
     ledger.ensure(pg_conn)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
     Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
 
     done = _deploy_op(app_container, airflow_conn["postgres"], image=app_images.v2).execute({})  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from docker import APIClient
 
 from airflow_provider_expand.engine.docker_client import HealthCheckFailed
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages
@@ -63,7 +64,8 @@ def test_deploy_rollback_and_watch_keep_the_password_out(
 ) -> None:
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "expanded")
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
     outputs: list[object] = []
     with caplog.at_level(logging.DEBUG):
         failing = _deploy_op(app_container, image=app_images.v3, health_timeout=dt.timedelta(seconds=2))

@@ -21,6 +21,7 @@ from docker import APIClient
 from airflow_provider_expand.engine.container_swap import aside_name, create_config
 from airflow_provider_expand.engine.docker_client import DockerRefused
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.release import DEPLOY_STEP, ROLLBACK_STEP
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from tests.deploy.images import DOCKER_URL, AppImages, free_port
@@ -78,11 +79,17 @@ def _operator(app: App, conn_id: str, **kwargs: Any) -> DockerDeployOperator:
     )
 
 
-def _deploy_began(pg_conn: psycopg.Connection, previous: str) -> None:
-    """What release() records before it touches the container: the deploy step and the image to go back to."""
+def _expanded(pg_conn: psycopg.Connection) -> Ledger:
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "expanded")
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
+    return ledger
+
+
+def _deploy_began(pg_conn: psycopg.Connection, previous: str) -> None:
+    """What release() records before it touches the container: the deploy step and the image to go back to."""
+    ledger = _expanded(pg_conn)
     ledger.start_step(pg_conn, "m1", DEPLOY_STEP)
     with pg_conn.transaction(), pg_conn.cursor() as cur:
         ledger.checkpoint(cur, "m1", DEPLOY_STEP, 0, last_key=previous, rows_added=0)
@@ -218,6 +225,7 @@ def test_a_refused_start_leaves_a_state_the_retry_continues_from(
 ) -> None:
     """The new container cannot bind its port (taken meanwhile): the old one cannot be started either, so
     the worker gives up mid-swap; once the port is free, the retry completes."""
+    _expanded(pg_conn)  # no deploy recorded yet: the image to go back to is read from the one set aside
     _set_aside(docker_api, app)
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
