@@ -22,7 +22,6 @@ import psycopg
 from .database import Connector
 from .errors import GuardRefusedError, TransientError
 from .ledger import Ledger, MigrationRecord, Phase
-from .redact import redact_url
 
 
 class Event(enum.Enum):
@@ -157,7 +156,7 @@ class Lifecycle:
         contract also moves the migration to ``failed`` (a transient one keeps the phase: the retry resumes).
         It writes on a fresh connection (the step's own may be what broke); a ledger that cannot be written
         is logged, never raised over the step's own error."""
-        error = redact_url(str(exc) or type(exc).__name__)[:2000]
+        error = (str(exc) or type(exc).__name__)[:2000]
         try:
             with closing(connect()) as conn:
                 conn.autocommit = True

@@ -19,7 +19,6 @@ from airflow_provider_expand.engine.deploy import DeployResult, deploy
 from airflow_provider_expand.engine.docker_client import ensure_image
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
-from airflow_provider_expand.engine.redact import redact_url
 
 DEPLOY_STEP = "deploy"
 ROLLBACK_STEP = "rollback:deploy"
@@ -77,9 +76,7 @@ def release(
     except Exception as exc:
         with connect() as conn:
             conn.autocommit = True
-            ledger.finish_step(
-                conn, migration_id, DEPLOY_STEP, status="failed", error=redact_url(str(exc))[:2000]
-            )
+            ledger.finish_step(conn, migration_id, DEPLOY_STEP, status="failed", error=str(exc)[:2000])
         raise
     with connect() as conn:
         conn.autocommit = True
@@ -117,9 +114,7 @@ def roll_back_release(
     except Exception as exc:
         with connect() as conn:
             conn.autocommit = True
-            ledger.finish_step(
-                conn, migration_id, ROLLBACK_STEP, status="failed", error=redact_url(str(exc))[:2000]
-            )
+            ledger.finish_step(conn, migration_id, ROLLBACK_STEP, status="failed", error=str(exc)[:2000])
         raise
     with connect() as conn:
         conn.autocommit = True
