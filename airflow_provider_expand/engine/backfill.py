@@ -167,16 +167,6 @@ def run_backfill(
                     ledger.finish_step(
                         conn, migration_id, spec.step, partition, rows_total=progress.rows_done
                     )
-            except BackfillStoppedError as exc:
-                # The rollback owns the phase now: only the step row says why it ended (a STEP_FAILED
-                # event would move the migration from rolling_back to failed under the rollback's feet).
-                try:
-                    ledger.finish_step(
-                        conn, migration_id, spec.step, partition, status="failed", error=str(exc)
-                    )
-                except psycopg.Error as ledger_exc:  # never raised over the stop itself
-                    log.error("could not record the stop of %s in the ledger: %s", label, ledger_exc)
-                raise
             except BaseException as exc:
                 Lifecycle(ledger).record_failure(connect, migration_id, spec.step, exc, log, part=partition)
                 raise

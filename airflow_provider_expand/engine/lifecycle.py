@@ -153,7 +153,8 @@ class Lifecycle:
         part: int = 0,
     ) -> None:
         """The one way to record a failed step: the step row says why; a definitive failure before the
-        contract also moves the migration to ``failed`` (a transient one keeps the phase: the retry resumes).
+        contract also moves the migration to ``failed`` (a transient one keeps the phase: the retry resumes;
+        so does a step the rollback stopped, and the contract's, forward-only).
         It writes on a fresh connection (the step's own may be what broke); a ledger that cannot be written
         is logged, never raised over the step's own error."""
         error = (str(exc) or type(exc).__name__)[:2000]
@@ -161,7 +162,12 @@ class Lifecycle:
             with closing(connect()) as conn:
                 conn.autocommit = True
                 self.ledger.finish_step(conn, migration_id, step, part, status="failed", error=error)
-                if not isinstance(exc, TransientError):
+                record = self.ledger.get(conn, migration_id)
+                # while rolling back the rollback owns the phase: a sibling it stopped must not move it
+                rollback_owns = (
+                    record is not None and record.phase == "rolling_back" and not step.startswith("rollback")
+                )
+                if not isinstance(exc, TransientError) and not rollback_owns:
                     self.move(conn, migration_id, Event.STEP_FAILED)
         except (psycopg.Error, GuardRefusedError) as ledger_exc:
             log.error("could not record the failure of %s in the ledger: %s", step, ledger_exc)
