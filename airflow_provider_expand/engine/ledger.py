@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .errors import DefinitiveError
+from .redact import redact_url
 
 DEFAULT_SCHEMA = "airflow_expand"
 
@@ -365,5 +366,13 @@ class Ledger:
                     " ON CONFLICT (migration_id, step, part) DO UPDATE SET status = %(st)s,"
                     " finished_at = now(), error = %(e)s, rows_total = coalesce(%(total)s, {t}.rows_total)"
                 ).format(t=self._t("steps")),
-                {"m": migration_id, "s": step, "p": part, "st": status, "e": error, "total": rows_total},
+                # an error text may quote a URL: its credentials never reach the ledger
+                {
+                    "m": migration_id,
+                    "s": step,
+                    "p": part,
+                    "st": status,
+                    "e": error and redact_url(error),
+                    "total": rows_total,
+                },
             )
