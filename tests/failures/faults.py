@@ -39,6 +39,10 @@ MID_STEP: dict[str, str] = {
     # the build is waiting for the old snapshot the test holds
     "index": "SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p"
     " JOIN pg_database d ON d.oid = p.datid WHERE d.datname = current_database())",
+    # a verify check that runs long (a `pg_sleep` in its SQL)
+    "verify": "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+    " AND state = 'active' AND pid <> pg_backend_pid() AND query ILIKE '%%pg_sleep%%'"
+    " AND application_name NOT LIKE 'airflow-expand:%%')",
     # the soak deferred (its own ledger reads done): only the app is connected
     "soak": "SELECT EXISTS (SELECT 1 FROM airflow_expand.migrations WHERE id = %(id)s AND phase = 'soaking'"
     " AND updated_at < now() - interval '1 second')",

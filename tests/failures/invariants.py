@@ -149,14 +149,26 @@ def _invalid_indexes(conn: psycopg.Connection) -> list[str]:
 
 
 def _rollback_after_contract(conn: psycopg.Connection, migration_id: str) -> list[str]:
-    """``rollback.sql`` must never start once the contract began (forward-only)."""
+    """``rollback.sql`` must never start once the contract began (forward-only): the rollback step's start
+    against the contract step's (and the ledger's ``contract_started_at`` where the ledger has it)."""
     if conn.execute("SELECT to_regclass(%s)", (f"{LEDGER_SCHEMA}.steps",)).fetchone() == (None,):
         return []
+    has_column = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'migrations'"
+        " AND column_name = 'contract_started_at'",
+        (LEDGER_SCHEMA,),
+    ).fetchone()
+    ledger_start = (
+        f"(SELECT contract_started_at FROM {LEDGER_SCHEMA}.migrations WHERE id = %(id)s)"
+        if has_column
+        else "NULL"
+    )
     row = conn.execute(
-        f"SELECT r.started_at, c.started_at FROM {LEDGER_SCHEMA}.steps r"
-        f" JOIN {LEDGER_SCHEMA}.steps c ON c.migration_id = r.migration_id AND c.step = 'contract'"
-        " WHERE r.migration_id = %s AND r.step = 'rollback' AND r.started_at > c.started_at",
-        (migration_id,),
+        f"SELECT r.started_at, b.began FROM {LEDGER_SCHEMA}.steps r,"
+        f" (SELECT least((SELECT min(started_at) FROM {LEDGER_SCHEMA}.steps"
+        f"   WHERE migration_id = %(id)s AND step = 'contract'), {ledger_start}) AS began) b"
+        " WHERE r.migration_id = %(id)s AND r.step = 'rollback' AND r.started_at > b.began",
+        {"id": migration_id},
     ).fetchone()
     return [f"rollback started at {row[0]} after the contract began at {row[1]}"] if row else []
 

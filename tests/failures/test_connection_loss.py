@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.failures.faults import MID_STEP, SnapshotHolder, Terminator, sleep_after_first_statement
 from tests.failures.outcomes import assert_completes
 from tests.failures.scenario import Scenario
@@ -16,9 +18,11 @@ def _terminator(s: Scenario, step: str) -> Callable[[], Terminator]:
     return lambda: Terminator(s.env.dsn, MID_STEP[step], {"id": s.migration_id}).start()
 
 
-def _completes_after_the_cut(s: Scenario, step: str, task: str) -> None:
+def _completes_after_the_cut(s: Scenario, step: str, task: str, *, retried: bool = True) -> None:
     record, verdict = s.run("run 1", fault=_terminator(s, step), expect_shape=["contract"])
     assert record.fault.startswith("terminated"), record.fault
+    # the task's own connection was cut: it took a second try (the soak held none)
+    assert retried == any(r.startswith(f"{task} x") for r in record.retried), record.retried
     assert record.state == "success", record.states
     assert verdict.ok and verdict.phase == "completed", verdict.summary()
     assert record.states[task] == "success" and record.rollback == "skipped", record.states
@@ -78,7 +82,7 @@ def test_soak_connection_cut(scenario: Callable[..., Scenario]) -> None:
         "connection",
         overrides={"soak": "8s"},
     )
-    _completes_after_the_cut(s, "soak", "soak")
+    _completes_after_the_cut(s, "soak", "soak", retried=False)
 
 
 def test_contract_connection_cut(scenario: Callable[..., Scenario]) -> None:
@@ -105,3 +109,19 @@ def test_rollback_connection_cut(scenario: Callable[..., Scenario]) -> None:
     assert record.fault.startswith("terminated"), record.fault
     assert record.state == "failed" and record.rollback == "success", record.states
     assert verdict.ok and verdict.phase == "rolled_back", verdict.summary()
+
+
+SLOW_CHECK = {"name": "slow check", "sql": "SELECT count(*) FROM (SELECT pg_sleep(2)) s", "expect": 1}
+
+
+@pytest.mark.parametrize("after", ["expand", "contract"])
+def test_verify_connection_cut(scenario: Callable[..., Scenario], after: str) -> None:
+    task = "verify_expand" if after == "expand" else "verify"
+    s = scenario(
+        task,
+        f"cut during a 2 s check after {after}",
+        "retried (no rollback); completes",
+        "connection",
+    )
+    s.edit_spec(lambda spec: spec.__setitem__("verify", [*spec["verify"], {**SLOW_CHECK, "after": after}]))
+    _completes_after_the_cut(s, "verify", task)

@@ -58,7 +58,6 @@ def test_deploy_health_fails(
 
 
 @pytest.mark.usefixtures("executor_api")
-@pytest.mark.xfail(strict=True, reason="needs deploy crash-safety: a retry finds <name>_expand_previous")
 def test_deploy_killed_mid_swap(
     scenario: Callable[..., Scenario],
     docker_api: APIClient,
