@@ -57,10 +57,17 @@ def references(pg_server_dsn: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def executor_api(airflow_home: Path) -> Iterator[str]:
-    """The Execution API the LocalExecutor's supervisors need (started once, for the kill cells only)."""
-    with execution_api(airflow_home) as url:
-        yield url
+def _execution_api_server(airflow_home: Path) -> Iterator[dict[str, str]]:
+    with execution_api(airflow_home) as settings:
+        yield settings
+
+
+@pytest.fixture
+def executor_api(_execution_api_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Execution API the LocalExecutor's supervisors need (started once, for the kill cells only),
+    and this test's Airflow settings pointing at it."""
+    for key, value in _execution_api_server.items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture

@@ -32,8 +32,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def execution_api(airflow_home: Path) -> Iterator[str]:
-    """An api-server for the LocalExecutor's task supervisors; this process's env points Airflow at it."""
+def execution_api(airflow_home: Path) -> Iterator[dict[str, str]]:
+    """An api-server for the LocalExecutor's task supervisors; yields the Airflow settings (environment
+    variables) that point this process's executor at it, for the tests that use it to set."""
     port = _free_port()
     settings = {
         "AIRFLOW__API_AUTH__JWT_SECRET": os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET") or uuid.uuid4().hex,
@@ -41,19 +42,17 @@ def execution_api(airflow_home: Path) -> Iterator[str]:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
     }
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
     log = (airflow_home / f"api-server-{port}.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
-        env=os.environ.copy(),
+        env={**os.environ, **settings},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         _wait_healthy(port, server)
-        yield f"http://127.0.0.1:{port}"
+        yield settings
     finally:
         # the api-server's workers may leave its group: stop the group, then the process itself
         for target in (lambda: os.killpg(server.pid, signal.SIGTERM), server.terminate):
@@ -64,11 +63,6 @@ def execution_api(airflow_home: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
         log.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:

@@ -78,7 +78,8 @@ def render(cells: list[Cell], total_seconds: float) -> str:
         "",
         "Written by `EXPAND_WRITE_MATRIX=docs/failure-matrix.md pytest tests/failures` from an actual run"
         " (do not edit by hand). Each cell runs the example migration (`products_title_to_name`) through"
-        " `dag.test()` on a small table with the application writing meanwhile and a BullMQ queue on"
+        " `dag.test()` (the kill cells: `dag.test(use_executor=True)`, the LocalExecutor and an api-server)"
+        " on a small table with the application writing meanwhile and a BullMQ queue on"
         " real Redis, injects one fault, then re-runs the DAG (with the fault removed where it was in a"
         " file). After every run the checker verifies: the schema is exactly the pre-migration, post-expand"
         " (with or without the index) or post-contract one (`pg_dump --schema-only` against references made"
@@ -89,8 +90,9 @@ def render(cells: list[Cell], total_seconds: float) -> str:
         f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node() or 'this machine'}"
         f" ({os.cpu_count()} cores); {len(cells)} cells in {total_seconds:.0f} s.",
         "",
-        "Outcome: `passed` = expected outcome and invariants hold; `xfail` = fails today, waits for the"
-        " fix named (marked `xfail(strict=True)`, flipped when the fix merges); `failed` = a finding.",
+        "Outcome: `passed` = the expected outcome and every invariant held; `xfail` = fails today and waits"
+        " for the fix named (`xfail(strict=True)`, flipped when it merges); `failed` = a finding. In the"
+        " runs, `tries: task xN` names the tasks Airflow ran N times (a retry after the fault).",
         "",
     ]
     for kind, title in _KINDS.items():
