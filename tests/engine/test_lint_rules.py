@@ -346,11 +346,15 @@ def test_dollar_quoted_bodies_are_not_linted_as_statements() -> None:
 
 
 def test_a_timeout_override_names_the_setting_and_the_safe_alternative() -> None:
-    (finding,) = lint_sql("ALTER TABLE products ADD COLUMN a int;\nSET LOCAL lock_timeout = 0;\n", "e.sql", "expand")
+    (finding,) = lint_sql(
+        "ALTER TABLE products ADD COLUMN a int;\nSET LOCAL lock_timeout = 0;\n", "e.sql", "expand"
+    )
     assert (finding.code, finding.line) == ("EX801", 2)
     assert finding.message.startswith("SET LOCAL lock_timeout overrides the runner's lock_timeout")
     assert "lock_timeout (and statement_timeout) in migration.yaml" in finding.alternative
-    (call,) = lint_sql("SELECT set_config('idle_in_transaction_session_timeout', '0', false)", "c.sql", "contract")
+    (call,) = lint_sql(
+        "SELECT set_config('idle_in_transaction_session_timeout', '0', false)", "c.sql", "contract"
+    )
     assert call.message.startswith("set_config('idle_in_transaction_session_timeout', ...) overrides")
     both = lint_sql("SELECT set_config('lock_timeout', '0', false), set_config('role', 'x', false)", "c.sql")
     assert codes(both) == ["EX801", "EX802"]
