@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, get_args
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from .lock import LEDGER_LOCK, SHARED_LOCK_WAIT, xact_lock
 
 DEFAULT_SCHEMA = "airflow_expand"
 
@@ -122,11 +125,21 @@ class Ledger:
     def _t(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
-    def ensure(self, conn: psycopg.Connection) -> None:
-        """Create the schema and tables if missing (serialised, so parallel first uses do not race)."""
+    def ensure(self, conn: psycopg.Connection, *, lock_wait: timedelta = SHARED_LOCK_WAIT) -> None:
+        """Create the schema and tables if missing: a catalog lookup when they exist (every step calls
+        this), the shared ledger lock only to create them, so parallel first uses do not race."""
+        if self._tables_exist(conn):
+            return
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('airflow_expand:ledger', 0))")
+            xact_lock(conn, LEDGER_LOCK, wait=lock_wait)
             conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(self.schema)))
+
+    def _tables_exist(self, conn: psycopg.Connection) -> bool:
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+            (self._t("migrations").as_string(conn), self._t("steps").as_string(conn)),
+        ).fetchone()
+        return bool(row and row[0])
 
     def installed(self, conn: psycopg.Connection) -> bool:
         """Whether the ledger tables exist (a dry run must not create them)."""

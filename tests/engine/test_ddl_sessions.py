@@ -137,7 +137,9 @@ def test_retries_exhausted_is_transient_and_a_lost_connection_too(
     with pytest.raises(DDLTransientError, match=r"^expand\.sql:2: .*rolled back") as lost:
         _run(pg_connect, "ALTER TABLE products ADD COLUMN b int;\nSELECT pg_sleep(5);\n")
     killer.join()
-    assert isinstance(lost.value, errors.TransientError) and not isinstance(lost.value, errors.DefinitiveError)
+    assert isinstance(lost.value, errors.TransientError) and not isinstance(
+        lost.value, errors.DefinitiveError
+    )
     assert "b" not in _columns(products)
     assert _run(pg_connect, "ALTER TABLE products ADD COLUMN b int;\nSELECT 1;\n").applied == 1  # the retry
 
@@ -152,7 +154,10 @@ def _client_settings(conn: psycopg.Connection) -> dict[str, str]:
         ).fetchall()
     )
     conn.rollback()
-    return {**{k: params.get(k, "") for k in ("keepalives", "keepalives_idle", "keepalives_interval")}, **server}
+    return {
+        **{k: params.get(k, "") for k in ("keepalives", "keepalives_idle", "keepalives_interval")},
+        **server,
+    }
 
 
 ENGINE_SETTINGS = {
@@ -243,7 +248,9 @@ def test_a_frozen_worker_mid_group_loses_its_lock_to_the_idle_timeout(
             assert time.monotonic() - frozen_at < 10, "the frozen worker still holds ACCESS EXCLUSIVE"
             time.sleep(0.1)
         released_after = time.monotonic() - frozen_at
-        gone = products.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (holder[0],)).fetchone()
+        gone = products.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (holder[0],)
+        ).fetchone()
         assert gone == (0,), "the server did not end the idle transaction's backend"
         assert 1.0 <= released_after <= 4.0, released_after  # 2 s timeout, polled every 100 ms
         assert not {"a", "b"} & _columns(products)  # the group rolled back with it
