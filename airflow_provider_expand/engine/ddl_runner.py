@@ -71,6 +71,10 @@ class LockRetriesExhaustedError(DDLError, errors.ConcurrencyConflictError):
 class _LockWaitCancelled(psycopg.errors.LockNotAvailable):
     """A watched statement cancelled because its wait for a table lock reached ``lock_timeout``."""
 
+    def __init__(self, blockers: str) -> None:
+        super().__init__(f"table lock not granted within lock_timeout; {blockers}")
+        self.blockers = blockers  # who held it, as the monitor saw them (the statement may name no table)
+
 
 def statement_error(statement: Statement, message: str, exc: psycopg.Error) -> DDLError:
     """``exc`` (what the server said about ``statement``) as the runner's transient or definitive class;
@@ -296,9 +300,7 @@ class Runner:
         except psycopg.errors.QueryCanceled as exc:
             if not monitor.cancelled_for_lock:
                 raise
-            raise _LockWaitCancelled(
-                f"table lock not granted within lock_timeout; {monitor.blockers}"
-            ) from exc
+            raise _LockWaitCancelled(monitor.blockers) from exc
         finally:
             if not self.ddl.closed and not self.ddl.broken:
                 self._set_lock_timeout(self.settings["lock_timeout"])
@@ -332,7 +334,8 @@ class Runner:
                 waited = timedelta(seconds=time.monotonic() - self.started)
                 stmt = self.current or group.statements[0]
                 self._note_leftovers(stmt)  # a build that timed out leaves an index
-                blockers = lock_holders(self.ddl, stmt)
+                seen = exc.blockers if isinstance(exc, _LockWaitCancelled) else ""
+                blockers = f"held by {seen}" if seen else lock_holders(self.ddl, stmt)
                 if attempt > self.policy.retries:
                     raise LockRetriesExhaustedError(
                         stmt,
