@@ -31,6 +31,7 @@ from airflow_provider_expand.engine.backfill_ranges import claim_range, peek_ran
 from airflow_provider_expand.engine.backfill_walk import BackfillSweepError, BackfillWalk
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.engine.lock import migration_lock
 
 __all__ = [
@@ -195,7 +196,7 @@ def run_backfill(
                 progress.finish(run.swept)
                 ledger.finish_step(conn, migration_id, spec.step, partition, rows_total=progress.rows_done)
             except BaseException as exc:
-                _record_failure(conn, ledger, migration_id, spec.step, partition, exc, log)
+                Lifecycle(ledger).record_failure(connect, migration_id, spec.step, exc, log, part=partition)
                 raise
     return BackfillResult(
         table=spec.table,
@@ -231,21 +232,3 @@ def _batch_commits(conn: psycopg.Connection) -> Iterator[None]:
     finally:
         if not conn.closed and not conn.broken:
             conn.execute("RESET synchronous_commit")
-
-
-def _record_failure(
-    conn: psycopg.Connection,
-    ledger: Ledger,
-    migration_id: str,
-    step: str,
-    part: int,
-    exc: BaseException,
-    log: logging.Logger,
-) -> None:
-    """Mark the step failed with the reason, if the connection still works (a lost one cannot)."""
-    try:
-        ledger.finish_step(
-            conn, migration_id, step, part, status="failed", error=f"{type(exc).__name__}: {exc}"
-        )
-    except psycopg.Error as ledger_exc:
-        log.warning("could not record the failure of %s part %d in the ledger: %s", step, part, ledger_exc)

@@ -18,8 +18,10 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.backfill import BackfillInputError, BackfillSpec, run_backfill
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
 def _whole(value: object, field: str) -> int:
@@ -43,7 +45,7 @@ def _duration(value: object, field: str) -> timedelta:
     raise BackfillInputError(field, f"must be a timedelta or a number of seconds, got {value!r}")
 
 
-class BatchBackfillOperator(BaseOperator):
+class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
     """Run ``UPDATE <table> SET <set> WHERE <where>`` in short ``SKIP LOCKED`` batches, resumably.
 
     ``batch_size`` and ``dry_run`` are templated (the DAG's trigger params); strings such as ``"500"``
@@ -106,6 +108,11 @@ class BatchBackfillOperator(BaseOperator):
             dry_run = as_bool(self.is_dry_run)
         except ValueError as exc:
             raise BackfillInputError("dry_run", str(exc)) from None
+        step = f"backfill:{self.table}"
+        if not dry_run and forward_only_noop(
+            self.postgres_conn_id, self.ledger_schema, self.migration_id, step, cast(logging.Logger, self.log)
+        ):
+            return {"table": self.table, "skipped": "the contract has started"}
         try:
             result = run_backfill(
                 postgres_connector(self.postgres_conn_id),

@@ -17,10 +17,13 @@ from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
 from airflow_provider_expand.engine.deploy import docker_client
+from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.engine.release import DeployTarget, release, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -35,7 +38,7 @@ def docker_api(docker_url: str | None = None, docker_conn_id: str | None = None)
     return docker_client(docker_url or DEFAULT_DOCKER_URL)
 
 
-class DockerDeployOperator(BaseOperator):
+class DockerDeployOperator(ClassifiedErrors, BaseOperator):
     """Recreate ``container`` on ``image`` and wait for ``health_url``; with ``rollback``, go back to the
     image the ledger recorded before the deploy (skipped when there was no deploy)."""
 
@@ -77,9 +80,17 @@ class DockerDeployOperator(BaseOperator):
             what = "roll back" if self.rollback else f"deploy {self.image} to"
             self.log.info("dry run: would %s container %s", what, self.target.container)
             return None
-        client = docker_api(self.docker_url, self.docker_conn_id)
         connect = postgres_connector(self.postgres_conn_id)
         ledger = Ledger(self.ledger_schema)
+        lifecycle = Lifecycle(ledger)
+        with connect() as conn:
+            record = lifecycle.record(conn, self.migration_id)
+        if self.rollback and (refused := lifecycle.refuse_rollback(record)):
+            raise GuardRefusedError(refused.replace("rollback.sql", "the old container"))
+        if not self.rollback and (reason := lifecycle.noop_reason(record, self.task_id)):
+            self.log.info(reason)
+            return None
+        client = docker_api(self.docker_url, self.docker_conn_id)
         if self.rollback:
             back = roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
             if back is None:

@@ -19,10 +19,11 @@ from airflow_provider_expand.engine.queue_drain import DrainStatus, drain_status
 from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, QueueError, QueueNameError
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.queues import check_queues_unless_templated, redis_client
+from airflow_provider_expand.retries import ClassifiedErrors
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
 
 
-class QueueDrainSensor(BaseSensorOperator):
+class QueueDrainSensor(ClassifiedErrors, BaseSensorOperator):
     """Succeeds when ``LLEN <prefix>:<name>:active`` is 0 for every queue; fails after ``drain_timeout``.
 
     ``skip`` (templated, e.g. ``{{ params.skip_queue_drain }}``) succeeds at once with a warning.

@@ -17,9 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from airflow_provider_expand.engine import errors
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ddl import (
-    PHASE_LEDGER,
+    PHASE_EVENTS,
     DDLPolicy,
     DDLStatementError,
     LockRetriesExhaustedError,
@@ -55,7 +56,6 @@ def _run(
     policy: DDLPolicy = FAST,
     dry_run: bool = False,
 ) -> PhaseResult:
-    start, done = PHASE_LEDGER[step]
     return run_phase(
         connect,
         load_statements(sql_file),
@@ -64,8 +64,7 @@ def _run(
         policy=policy,
         ledger=Ledger(),
         log=LOG,
-        phase_start=start,
-        phase_done=done,
+        events=PHASE_EVENTS[step],
         dry_run=dry_run,
         dag_id="m",
         run_id="r1",
@@ -186,7 +185,9 @@ def test_retries_exhausted_is_a_clear_error_and_the_step_is_failed(
     assert f"held by pid {blocker.info.backend_pid}" in message
     assert err.value.sqlstate == "55P03"
     phase, status, error = _ledger(products)
-    assert (phase, status) == ("failed", "failed") and error == message
+    # transient (the lock is busy, for now): the phase stays, so the DAG's retry resumes the expand
+    assert isinstance(err.value, errors.TransientError)
+    assert (phase, status) == ("expanding", "failed") and error == message
     assert "name" not in _columns(products)
 
 
@@ -293,7 +294,7 @@ def test_concurrently_build_waits_out_app_transactions_but_not_table_locks(
     products.execute("DROP INDEX idx_products_n")
     ledger_conn = pg_connect()
     ledger_conn.autocommit = True
-    ledger_conn.execute("DELETE FROM airflow_expand.steps")
+    Ledger().reset(ledger_conn, "m")  # start over: the expand runs again
     ledger_conn.close()
     blocker.execute("LOCK TABLE products IN SHARE UPDATE EXCLUSIVE MODE")
     release = threading.Timer(1.5, blocker.commit)
@@ -393,12 +394,12 @@ _CRASHING_EXPAND = """
 import logging, sys
 from datetime import timedelta
 from airflow_provider_expand.engine.database import connector_from_dsn
-from airflow_provider_expand.engine.ddl import DDLPolicy, run_phase
+from airflow_provider_expand.engine.ddl import PHASE_EVENTS, DDLPolicy, run_phase
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.statements import parse_statements
 run_phase(connector_from_dsn(sys.argv[1]), parse_statements(sys.argv[2], "expand.sql"), migration_id="m",
           step="expand", policy=DDLPolicy(lock_timeout=timedelta(seconds=1), retries=0), ledger=Ledger(),
-          log=logging.getLogger("child"), phase_start="expanding")
+          log=logging.getLogger("child"), events=PHASE_EVENTS["expand"])
 """
 
 
