@@ -23,18 +23,9 @@ import psycopg
 
 from . import errors
 from .database import Connector
+from .ddl_errors import DDLError, DDLStatementError, DDLTransientError, LockRetriesExhaustedError
 from .ddl_plan import Plan, plan_phase
-from .ddl_runner import (
-    DDLError,
-    DDLPolicy,
-    DDLStatementError,
-    DDLTransientError,
-    LockRetriesExhaustedError,
-    LockRetry,
-    Runner,
-    session,
-    short,
-)
+from .ddl_runner import DDLPolicy, LockRetry, Runner, session, short
 from .ledger import Ledger, StepRecord
 from .lifecycle import Event, Lifecycle
 from .lock import migration_lock

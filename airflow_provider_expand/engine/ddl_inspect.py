@@ -8,11 +8,12 @@ index a concurrent build names (already built by a try that crashed before its c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pglast
 import psycopg
 from pglast import ast
+from pglast.enums import AlterTableType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 from pglast.visitors import referenced_relations
@@ -154,6 +155,48 @@ def same_definition(stmt: Statement, existing: BuiltIndex) -> bool | None:
     if not isinstance(parsed, ast.IndexStmt) or not isinstance(stmt.node, ast.IndexStmt):
         return None
     return _shape(parsed) == _shape(stmt.node)
+
+
+DetachState = Literal["attached", "pending", "detached"]
+
+
+def detached_partition(stmt: Statement) -> tuple[ast.RangeVar, ast.RangeVar] | None:
+    """(parent, partition) of ``ALTER TABLE parent DETACH PARTITION partition CONCURRENTLY``."""
+    node = stmt.node
+    if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+        return None
+    for cmd in node.cmds or ():
+        if (
+            isinstance(cmd, ast.AlterTableCmd)
+            and cmd.subtype == AlterTableType.AT_DetachPartition
+            and isinstance(cmd.def_, ast.PartitionCmd)
+            and cmd.def_.concurrent
+            and cmd.def_.name is not None
+        ):
+            return node.relation, cmd.def_.name
+    return None
+
+
+def detach_state(conn: psycopg.Connection, stmt: Statement) -> DetachState | None:
+    """Where a ``DETACH PARTITION ... CONCURRENTLY`` stands: ``pending`` after an interrupted try (only
+    ``FINALIZE`` completes it), ``detached`` once done; None if it is no such statement or no such table."""
+    found = detached_partition(stmt)
+    if found is None:
+        return None
+    parent, partition = (RawStream()(r) for r in found)
+    row = conn.execute(
+        """
+        SELECT to_regclass(%(part)s) IS NOT NULL,
+               (SELECT inhdetachpending FROM pg_inherits
+                 WHERE inhrelid = to_regclass(%(part)s) AND inhparent = to_regclass(%(parent)s))
+        """,
+        {"part": partition, "parent": parent},
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    if row[1] is None:
+        return "detached"
+    return "pending" if row[1] else "attached"
 
 
 def index_names(indexes: set[IndexName]) -> str:

@@ -1,12 +1,11 @@
-"""How the DDL runner applies one group of a phase: its session, its timeouts, its lock retries, its errors.
+"""How the DDL runner applies one group of a phase: its session, its timeouts, its lock retries.
 
 Before every statement the runner re-asserts its ``lock_timeout``, ``statement_timeout`` and
 ``idle_in_transaction_session_timeout``, so a statement of the file that switched one off (lint EX801,
 suppressed) cannot take that protection from the statements after it. ``CONCURRENTLY`` statements that
 wait for other transactions (index builds, ``DROP INDEX``, ``DETACH PARTITION``) run watched: without
 ``lock_timeout`` on those waits, which block nobody, but cancelled when a *table* lock wait reaches it.
-A concurrent build is checked ``indisvalid`` afterwards, and counts as applied when a valid index of
-its name is already on its table (a try that crashed before its checkpoint built it).
+Autocommit statements are made safe to run again by ``ddl_resume``.
 """
 
 from __future__ import annotations
@@ -25,47 +24,16 @@ from pglast import ast
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from . import errors
 from .database import IDLE_IN_TRANSACTION_TIMEOUT, Connector, backend_pid, configure_session, ms
-from .ddl_inspect import (
-    IndexName,
-    built_index,
-    index_names,
-    invalid_indexes,
-    lock_holders,
-    same_definition,
-    stale_build,
-)
+from .ddl_errors import LockRetriesExhaustedError, statement_error
+from .ddl_inspect import IndexName, index_names, invalid_indexes, lock_holders, stale_build
 from .ddl_plan import Group, Plan
+from .ddl_resume import apply_alone
 from .index_progress import StatementMonitor
 from .ledger import Ledger
 from .statements import Statement
 
 PROGRESS_INTERVAL = timedelta(seconds=5)
-
-
-class DDLError(errors.DatabaseError):
-    """A statement of a phase file failed; the message starts with ``file:line``, the SQLSTATE is kept.
-    Raised as one of the subclasses, which say whether a retry of the task can get past it."""
-
-    def __init__(self, statement: Statement, message: str, sqlstate: str | None = None) -> None:
-        super().__init__(f"{statement.where}: {message}", sqlstate)
-        self.statement = statement
-
-
-class DDLStatementError(DDLError, errors.DefinitiveError):
-    """The server refused the statement for what it is; its group was rolled back (an autocommit one
-    cleaned up). No retry fixes it: the file (or the data) must change."""
-
-
-class DDLTransientError(DDLError, errors.TransientError):
-    """The statement was interrupted (connection lost, server restarting, serialization failure); its
-    group was rolled back, so a retry of the task resumes at that group."""
-
-
-class LockRetriesExhaustedError(DDLError, errors.ConcurrencyConflictError):
-    """Every try timed out waiting for a lock: something holds the table for longer than we may wait.
-    Transient: the DAG's retry tries again later, skipping the groups already applied."""
 
 
 class _LockWaitCancelled(psycopg.errors.LockNotAvailable):
@@ -74,13 +42,6 @@ class _LockWaitCancelled(psycopg.errors.LockNotAvailable):
     def __init__(self, blockers: str) -> None:
         super().__init__(f"table lock not granted within lock_timeout; {blockers}")
         self.blockers = blockers  # who held it, as the monitor saw them (the statement may name no table)
-
-
-def statement_error(statement: Statement, message: str, exc: psycopg.Error) -> DDLError:
-    """``exc`` (what the server said about ``statement``) as the runner's transient or definitive class;
-    which one is decided by :func:`errors.database_error`, the engine's one classification of SQLSTATEs."""
-    transient = isinstance(errors.database_error(exc), errors.TransientError)
-    return (DDLTransientError if transient else DDLStatementError)(statement, message, exc.sqlstate)
 
 
 @dataclass(frozen=True)
@@ -123,15 +84,6 @@ class LockRetry:
     waited: timedelta
     backoff: timedelta
     blockers: str
-
-
-def _watched(stmt: Statement) -> bool:
-    """The ``CONCURRENTLY`` statements that wait for other transactions to end (builds, index drops,
-    partition detaches): PostgreSQL would apply ``lock_timeout`` to those waits too."""
-    node = stmt.node
-    return stmt.concurrently and isinstance(
-        node, ast.IndexStmt | ast.ReindexStmt | ast.DropStmt | ast.AlterTableStmt
-    )
 
 
 def _builds(stmt: Statement) -> bool:
@@ -199,7 +151,7 @@ class Runner:
         if group.autocommit:
             (stmt,) = group.statements
             self.current = stmt
-            self._drop_leftovers()
+            self.drop_leftovers()
             self.before = invalid_indexes(self.ddl, stmt) if _builds(stmt) else None
             self.assert_settings(local=False)
             self._apply_alone(stmt)
@@ -214,62 +166,8 @@ class Runner:
             self._checkpoint(cur, group)
 
     def _apply_alone(self, stmt: Statement) -> None:
-        """An autocommit statement; a concurrent build is skipped when an earlier try already built it,
-        and checked ``indisvalid`` afterwards: an invalid index (``IF NOT EXISTS`` keeps one) is rebuilt."""
-        if not isinstance(stmt.node, ast.IndexStmt):
-            self.run_alone(stmt.sql, stmt.where, watched=_watched(stmt))
-            return
-        if self._already_built(stmt):
-            return
-        for _ in range(2):
-            self.run_alone(stmt.sql, stmt.where, watched=True)
-            built = built_index(self.ddl, stmt)
-            if built is None or (built.valid and built.on_table):
-                return  # an unnamed build: PostgreSQL raised if it did not end valid
-            if not built.on_table:
-                raise DDLStatementError(
-                    stmt,
-                    f"IF NOT EXISTS skipped the build: the name {built.schema}.{built.name} belongs to an "
-                    f"index on {built.table}; give this index another name",
-                    "42P07",
-                )
-            self.log.warning(
-                "%s: index %s.%s is INVALID after the statement (IF NOT EXISTS accepted an invalid one): "
-                "dropping and building it again",
-                stmt.where,
-                built.schema,
-                built.name,
-            )
-            self.leftovers.add(built.key)
-            self._drop_leftovers()
-        raise DDLStatementError(stmt, "the index stayed INVALID after it was dropped and built again")
-
-    def _already_built(self, stmt: Statement) -> bool:
-        """A valid index of the build's name on its table: an earlier try built it and stopped before
-        its checkpoint (or, with IF NOT EXISTS, it was there before). Another definition is an error
-        unless IF NOT EXISTS asked to accept it."""
-        built = built_index(self.ddl, stmt)
-        if built is None or not built.valid or not built.on_table:
-            return False
-        same = same_definition(stmt, built)
-        if same is False:
-            if not (isinstance(stmt.node, ast.IndexStmt) and stmt.node.if_not_exists):
-                raise DDLStatementError(
-                    stmt,
-                    f"index {built.schema}.{built.name} already exists on {built.table} with another "
-                    f"definition ({built.definition}); rename this one, or drop the old one first",
-                    "42P07",
-                )
-            self.log.warning("%s: IF NOT EXISTS keeps %s, defined otherwise", stmt.where, built.definition)
-        self.log.info(
-            "%s: index %s.%s already exists and is valid (%s%s): the statement counts as applied",
-            stmt.where,
-            built.schema,
-            built.name,
-            built.definition,
-            "" if same else "; its definition could not be compared in full",
-        )
-        return True
+        """An autocommit statement, made safe to run again (see ``ddl_resume``)."""
+        apply_alone(self, stmt)
 
     def run_alone(self, statement: str | sql.Composed, label: str, *, watched: bool) -> None:
         """Run ``statement`` in autocommit; ``watched`` when it waits for other transactions to end."""
@@ -305,7 +203,7 @@ class Runner:
             if not self.ddl.closed and not self.ddl.broken:
                 self._set_lock_timeout(self.settings["lock_timeout"])
 
-    def _drop_leftovers(self) -> None:
+    def drop_leftovers(self) -> None:
         """Drop the invalid indexes a failed try left, so the next try can build under the same name."""
         for schema, name in sorted(self.leftovers):
             drop = sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name))
@@ -381,7 +279,7 @@ class Runner:
             left = self.leftovers - before
             if not left:
                 return "ran in autocommit"
-            self._drop_leftovers()
+            self.drop_leftovers()
             return f"ran in autocommit; dropped the invalid index it left: {index_names(left)}"
         except psycopg.Error as exc:
             return f"ran in autocommit; it left invalid index(es) {index_names(self.leftovers)}: {exc}"

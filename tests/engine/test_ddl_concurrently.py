@@ -232,3 +232,39 @@ def test_detach_partition_concurrently_waits_out_app_transactions_but_not_table_
         " WHERE i.inhparent = 'events'::regclass"
     ).fetchall()
     assert parts == [("events_2026",)]
+
+
+def test_detach_partition_interrupted_mid_wait_is_finalized_by_the_retry(
+    products: psycopg.Connection, pg_connect: Connector, app: psycopg.Connection
+) -> None:
+    products.execute("CREATE TABLE events (id int, at date) PARTITION BY RANGE (at)")
+    products.execute(
+        "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"
+    )
+    text = "ALTER TABLE events DETACH PARTITION events_2025 CONCURRENTLY;\n"
+    app.execute("SELECT count(*) FROM events")  # the detach waits for this transaction
+    waiting = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE events DETACH%' AND wait_event = 'virtualxid'"
+
+    def kill_the_waiting_detach() -> None:  # a failover, a pooler restart, while it waits
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with pg_connect() as conn:
+                row = conn.execute(waiting).fetchone()
+                if row:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_waiting_detach)
+    killer.start()
+    with pytest.raises(errors.TransientError):
+        _run(pg_connect, text, step="contract")
+    killer.join()
+    app.commit()
+    pending = "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'events_2025'::regclass"
+    assert products.execute(pending).fetchone() == (True,)  # a plain re-run of the statement would fail
+    assert _run(pg_connect, text, step="contract").applied == 1
+    assert products.execute(pending).fetchone() is None  # detached
+    # a crash after the detach, before its checkpoint: the statement counts as applied
+    Ledger().reset(products, "m")
+    assert _run(pg_connect, text, step="contract").applied == 1

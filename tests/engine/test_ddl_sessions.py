@@ -154,10 +154,16 @@ def _client_settings(conn: psycopg.Connection) -> dict[str, str]:
         ).fetchall()
     )
     conn.rollback()
+    if conn.info.host.startswith("/"):  # a Unix socket (the embedded server): no TCP, no TCP keepalives
+        assert {k: server.pop(k) for k in TCP} == dict.fromkeys(TCP, "0")
+        server.update({k: ENGINE_SETTINGS[k] for k in TCP})
     return {
         **{k: params.get(k, "") for k in ("keepalives", "keepalives_idle", "keepalives_interval")},
         **server,
     }
+
+
+TCP = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
 
 
 ENGINE_SETTINGS = {
