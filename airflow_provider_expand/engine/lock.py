@@ -18,8 +18,9 @@ LEDGER_LOCK = "airflow_expand:ledger"  # serialises creating the ledger's tables
 SHARED_LOCK_WAIT = timedelta(minutes=10)
 
 
-class MigrationLockedError(RuntimeError):
-    """Another session holds the lock of this migration."""
+class MigrationLockedError(ConcurrencyConflictError):
+    """Another session holds the lock of this migration: transient (a killed worker's backend lets go,
+    another run ends), so the retry policy tries again later."""
 
 
 def _holder_pid(conn: psycopg.Connection, migration_id: str) -> int | None:
