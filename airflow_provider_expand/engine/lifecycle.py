@@ -54,7 +54,7 @@ TRANSITIONS: dict[Event, tuple[frozenset[Phase], Phase | None]] = {
     Event.BEGIN: (_RUNNING | {"failed", "rolling_back", "contracting"}, None),
     Event.START_OVER: (frozenset({"rolled_back"}), "pending"),
     Event.EXPAND_STARTED: (frozenset({"pending", "expanding", "failed"}), "expanding"),
-    Event.EXPANDED: (frozenset({"expanding"}), "expanded"),
+    Event.EXPANDED: (frozenset({"expanding", "expanded"}), "expanded"),
     Event.DEPLOYED: (frozenset({"expanded", "deployed", "failed"}), "deployed"),
     Event.BACKFILLED: (frozenset({"expanded", "deployed", "backfilled", "failed"}), "backfilled"),
     Event.SOAK_STARTED: (frozenset({"backfilled", "soaking"}), "soaking"),
@@ -107,7 +107,12 @@ class Lifecycle:
     ledger: Ledger
 
     def record(self, conn: psycopg.Connection, migration_id: str) -> MigrationRecord | None:
-        return self.ledger.get(conn, migration_id) if self.ledger.installed(conn) else None
+        """The migration's row, or None without a ledger; an older ledger is upgraded first, so a guard never
+        reads a first-release row that does not yet say the contract started."""
+        if not self.ledger.installed(conn):
+            return None
+        self.ledger.ensure(conn)
+        return self.ledger.get(conn, migration_id)
 
     def move(
         self,
@@ -148,7 +153,8 @@ class Lifecycle:
         part: int = 0,
     ) -> None:
         """The one way to record a failed step: the step row says why; a definitive failure before the
-        contract also moves the migration to ``failed`` (a transient one keeps the phase: the retry resumes).
+        contract also moves the migration to ``failed`` (a transient one keeps the phase: the retry resumes;
+        so does a step the rollback stopped, and the contract's, forward-only).
         It writes on a fresh connection (the step's own may be what broke); a ledger that cannot be written
         is logged, never raised over the step's own error."""
         error = (str(exc) or type(exc).__name__)[:2000]
@@ -156,7 +162,12 @@ class Lifecycle:
             with closing(connect()) as conn:
                 conn.autocommit = True
                 self.ledger.finish_step(conn, migration_id, step, part, status="failed", error=error)
-                if not isinstance(exc, TransientError):
+                record = self.ledger.get(conn, migration_id)
+                # while rolling back the rollback owns the phase: a sibling it stopped must not move it
+                rollback_owns = (
+                    record is not None and record.phase == "rolling_back" and not step.startswith("rollback")
+                )
+                if not isinstance(exc, TransientError) and not rollback_owns:
                     self.move(conn, migration_id, Event.STEP_FAILED)
         except (psycopg.Error, GuardRefusedError) as ledger_exc:
             log.error("could not record the failure of %s in the ledger: %s", step, ledger_exc)

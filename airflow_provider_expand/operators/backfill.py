@@ -3,7 +3,8 @@
 One task backfills one partition; with ``partitions > 1`` the DAG maps it over ``partition`` so the key
 ranges run in parallel on as many workers. A retry (or a new run) resumes from the ledger checkpoint.
 The task log is the monitor: rows done / estimated total, rows per second, batch size and ETA at least
-every 5 s. Migration phases are the DAG's business, not this task's.
+every 5 s. Migration phases are the DAG's business, not this task's. Failures leave as the engine's errors
+(``engine/errors.py``), so the DAG's retry policy retries the transient ones and fails at once on the rest.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-import psycopg
 from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.backfill import BackfillInputError, BackfillSpec, run_backfill
+from airflow_provider_expand.engine.errors import DatabaseStatementError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.retries import ClassifiedErrors
+
+# undefined column / table: what a dry run meets before the expand that adds them has been applied
+_UNDEFINED_SQLSTATES = ("42703", "42P01")
 
 
 def _whole(value: object, field: str) -> int:
@@ -123,8 +127,10 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
                 dry_run=dry_run,
                 ledger=Ledger(self.ledger_schema),
             )
-        except (BackfillInputError, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
-            if not dry_run:
+        except (BackfillInputError, DatabaseStatementError) as exc:
+            if not dry_run or (
+                isinstance(exc, DatabaseStatementError) and exc.sqlstate not in _UNDEFINED_SQLSTATES
+            ):
                 raise
             # a dry run does not apply the expand, so the columns this step fills may not exist yet
             self.log.warning("dry run: cannot check this backfill before the expand is applied: %s", exc)
