@@ -52,7 +52,7 @@ def configure_session(
     application_name: str | None = None,
     idle_in_transaction_timeout: timedelta = IDLE_IN_TRANSACTION_TIMEOUT,
 ) -> None:
-    """Give a fresh connection the engine's session settings (one round trip; leaves it idle).
+    """Give a fresh (idle) connection the engine's session settings, in one round trip outside a transaction.
 
     Session-level, so they hold until the connection closes; the DDL runner re-asserts the timeouts
     before each statement, so a phase file cannot switch them off for the next one.
@@ -63,11 +63,16 @@ def configure_session(
     if application_name is not None:
         settings["application_name"] = application_name[:63]
     names, values = list(settings), list(settings.values())
-    conn.execute(
-        "SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) AS s(n, v)", (names, values)
-    )
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        conn.commit()
+    autocommit = conn.autocommit
+    conn.autocommit = True  # no transaction block: a statement pooler must still get to say what it is
+    try:
+        conn.execute(
+            "SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
+            (names, values),
+            prepare=False,
+        )
+    finally:
+        conn.autocommit = autocommit
 
 
 def configured(conn: psycopg.Connection) -> psycopg.Connection:
