@@ -17,6 +17,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 
 from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
 from airflow_provider_expand.engine.lifecycle import Event
+from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
 from airflow_provider_expand.notifications import attach_notifiers
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
@@ -387,7 +388,7 @@ def _broken_dag(path: Path, error: Exception) -> DAG:
         start_date=START_DATE,
         catchup=False,
         tags=[*TAGS, "broken"],
-        doc_md=f"# {dag_id} does not load\n\n```\n{error}\n```",
+        doc_md=f"# {dag_id} does not load\n\n```\n{redact_url(str(error))}\n```",
     ) as dag:
         LintOperator(task_id="lint", folder=str(path))
     return dag

@@ -11,8 +11,10 @@ from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import DAG, BaseNotifier, BaseOperator, Context
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.redact import without_query_texts
 from airflow_provider_expand.engine.timeline import timeline
 from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.operators.masking import masked_text
 from airflow_provider_expand.spec import MigrationSpec
 
 Event = Literal["failure", "rollback", "completion"]
@@ -43,7 +45,8 @@ class MigrationNotifier(BaseNotifier):
         self.ledger_schema = ledger_schema
 
     def message(self, context: Context) -> tuple[str, str]:
-        """Subject and plain-text body."""
+        """Subject and plain-text body: registered secrets, URL user info and query texts left out (a mail
+        passes no log masker, and leaves the machine)."""
         ledger = Ledger(self.ledger_schema)
         try:
             with postgres_connector(self.postgres_conn_id)() as conn:
@@ -66,7 +69,7 @@ class MigrationNotifier(BaseNotifier):
         body = [subject, f"run: {run.run_id if run is not None else '-'}"]
         if exception is not None:
             body.append(f"error: {exception}")
-        return subject, "\n".join([*body, "", text])
+        return subject, masked_text(without_query_texts("\n".join([*body, "", text])))
 
     def notify(self, context: Context) -> None:
         subject, body = self.message(context)

@@ -147,6 +147,7 @@ def _record_a_run(dsn: str, schema: str = "airflow_expand") -> None:
     ledger = Ledger(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         ledger.ensure(conn)
+        Lifecycle(ledger).move(conn, "products_title_to_name", Event.EXPAND_STARTED)
         Lifecycle(ledger).move(
             conn,
             "products_title_to_name",

@@ -18,6 +18,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 from pglast.visitors import referenced_relations
 
+from .redact import query_text
 from .statements import Statement
 
 IndexName = tuple[str, str]  # (schema, name)
@@ -35,7 +36,7 @@ def lock_holders(conn: psycopg.Connection, stmt: Statement) -> str:
     if not rows:
         return f"on {', '.join(names)}; no holder left on it now"
     return "; ".join(
-        f"{rel} held by pid {pid} ({mode}, {state}, transaction open {age}s: {query!r})"
+        f"{rel} held by pid {pid} ({mode}, {state}, transaction open {age}s: {query_text(query, 80)})"
         for rel, pid, mode, state, age, query in rows
     )
 

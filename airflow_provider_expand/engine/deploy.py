@@ -1,46 +1,33 @@
 """Deploy a container onto a new image ('Pasul 4: Deploy New Code') and back ('Rollback Rapid').
 
-Like ``docker compose up -d --no-deps <service>``: the container is recreated on the new image with the
-configuration it has (env, ports, mounts, networks, labels, restart policy), so a compose service stays one.
+The swap itself (:mod:`~airflow_provider_expand.engine.container_swap`) keeps the container's configuration
+and survives a worker dying at any step; here it is health-gated: the old container, set aside, is removed
+only once the new one is healthy, so a failed gate leaves the rollback its way back.
 Everything that can be refused (engine, container, image) is checked before the running container is touched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
 
-import docker
 import docker.errors
 from docker import APIClient
 
+from airflow_provider_expand.engine.container_swap import drop_previous, image_before, swap, swap_state
+from airflow_provider_expand.engine.docker_client import (
+    HealthCheckFailed,
+    docker_errors,
+    ensure_image,
+    inspect_container,
+)
+from airflow_provider_expand.engine.redact import redact_url, split_credentials
+
 LOG_TAIL = 30
-
-
-class DeployError(RuntimeError):
-    """A deploy or a rollback of a container failed; the message names the container and image."""
-
-
-class EngineUnreachable(DeployError):
-    pass
-
-
-class ContainerNotFound(DeployError):
-    pass
-
-
-class ImageNotFound(DeployError):
-    pass
-
-
-class HealthCheckFailed(DeployError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -63,165 +50,27 @@ class DeployResult:
         }
 
 
-def docker_client(base_url: str, *, timeout: int = 60) -> APIClient:
-    """A low-level client for ``base_url``, pinged first so an unreachable engine fails here, clearly."""
-    try:
-        client = APIClient(base_url=base_url, version="auto", timeout=timeout)
-        client.ping()
-    except (docker.errors.DockerException, OSError) as exc:
-        raise EngineUnreachable(f"docker engine at {base_url} is unreachable: {exc}") from exc
-    return client
-
-
-def inspect_container(client: APIClient, container: str) -> dict[str, Any]:
-    try:
-        return dict(client.inspect_container(container))
-    except docker.errors.NotFound as exc:
-        raise ContainerNotFound(f"container {container!r} not found on the docker engine") from exc
-
-
-def running_image(client: APIClient, container: str) -> str:
-    """The image ``container`` runs, by the name it was created from while that name still points at it,
-    else by id (a tag moved since would send a rollback to the wrong code)."""
-    info = inspect_container(client, container)
-    name, image_id = str(info["Config"]["Image"]), str(info["Image"])
-    try:
-        if client.inspect_image(name)["Id"] == image_id:
-            return name
-    except docker.errors.NotFound:
-        pass
-    return image_id
-
-
-def ensure_image(client: APIClient, image: str, log: logging.Logger) -> dict[str, Any]:
-    """A local image is used as it is; otherwise it is pulled from its registry."""
-    try:
-        return dict(client.inspect_image(image))
-    except docker.errors.NotFound:
-        pass
-    log.info("image %s is not local: pulling it", image)
-    try:
-        client.pull(image)
-        return dict(client.inspect_image(image))
-    except docker.errors.DockerException as exc:
-        raise ImageNotFound(
-            f"image {image!r} exists neither locally nor in a reachable registry: {exc}"
-        ) from exc
-
-
-def _differs(values: list[str] | None, defaults: list[str] | None) -> list[str]:
-    defaults_set = set(defaults or [])
-    return [v for v in values or [] if v not in defaults_set]
-
-
-def create_config(info: dict[str, Any], old_image: dict[str, Any]) -> dict[str, Any]:
-    """``create_container`` arguments that reproduce ``info`` on another image.
-
-    What the container inherited from its old image (env defaults, labels, command) is left out so the new
-    image's own defaults apply; what was set on the container itself is kept.
-    """
-    config, image_config = info["Config"], old_image.get("Config") or {}
-    kwargs: dict[str, Any] = {
-        "environment": _differs(config.get("Env"), image_config.get("Env")),
-        "labels": {
-            k: v
-            for k, v in (config.get("Labels") or {}).items()
-            if (image_config.get("Labels") or {}).get(k) != v
-        },
-        "host_config": info["HostConfig"],
-        "tty": bool(config.get("Tty")),
-        "stdin_open": bool(config.get("OpenStdin")),
-    }
-    for key, arg in (
-        ("Cmd", "command"),
-        ("Entrypoint", "entrypoint"),
-        ("WorkingDir", "working_dir"),
-        ("User", "user"),
-        ("Healthcheck", "healthcheck"),
-        ("StopSignal", "stop_signal"),
-    ):
-        if config.get(key) and config.get(key) != image_config.get(key):
-            kwargs[arg] = config[key]
-    exposed = set(config.get("ExposedPorts") or {}) - set(image_config.get("ExposedPorts") or {})
-    if exposed:
-        kwargs["ports"] = [tuple(p.split("/", 1)) for p in sorted(exposed)]
-    if config.get("Hostname") and not info["Id"].startswith(config["Hostname"]):
-        kwargs["hostname"] = config["Hostname"]
-    return kwargs
-
-
-def _networks(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """User-defined networks and their aliases (minus the old container's id, which docker adds itself)."""
-    short_id = info["Id"][:12]
-    networks: dict[str, dict[str, Any]] = {}
-    for name, endpoint in (info["NetworkSettings"].get("Networks") or {}).items():
-        if name in ("bridge", "host", "none"):
-            continue
-        aliases = [a for a in endpoint.get("Aliases") or [] if a != short_id]
-        networks[name] = {"aliases": aliases or None}
-    return networks
-
-
-def recreate(
-    client: APIClient, container: str, image: str, log: logging.Logger, *, stop_timeout: int = 10
-) -> str:
-    """Stop ``container``, recreate it on ``image`` with the same configuration, start it; its new id.
-
-    The old container is renamed aside until the new one has started, and put back if that fails.
-    """
-    info = inspect_container(client, container)
-    ensure_image(client, image, log)
-    try:
-        old_image = dict(client.inspect_image(info["Image"]))
-    except docker.errors.NotFound:
-        old_image = {}
-    kwargs = create_config(info, old_image)
-    networks = _networks(info)
-    network_mode = str(info["HostConfig"].get("NetworkMode") or "")
-    primary = network_mode if network_mode in networks else None
-    if primary:
-        kwargs["networking_config"] = client.create_networking_config(
-            {primary: client.create_endpoint_config(aliases=networks[primary]["aliases"])}
-        )
-    name = info["Name"].lstrip("/")
-    aside = f"{name}_expand_previous"
-    was_running = bool(info["State"].get("Running"))
-    log.info("stopping %s (%s) to recreate it on %s", name, info["Config"]["Image"], image)
-    client.stop(info["Id"], timeout=stop_timeout)
-    client.rename(info["Id"], aside)
-    try:
-        new = client.create_container(image, name=name, **kwargs)
-        for net, endpoint in networks.items():
-            if net != primary:
-                client.connect_container_to_network(new["Id"], net, aliases=endpoint["aliases"])
-        client.start(new["Id"])
-    except docker.errors.DockerException as exc:
-        log.error("could not start %s on %s: %s; putting the old container back", name, image, exc)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.remove_container(name, force=True)
-        client.rename(info["Id"], name)
-        if was_running:
-            client.start(info["Id"])
-        raise DeployError(f"container {name!r} could not be recreated on image {image!r}: {exc}") from exc
-    client.remove_container(info["Id"], v=False)
-    log.info("%s recreated on %s (id %s)", name, image, new["Id"][:12])
-    return str(new["Id"])
+def http_get(url: str) -> urllib.request.Request:
+    """A GET of ``url`` with its user info sent as Basic auth (urllib cannot read it from the URL)."""
+    bare, headers = split_credentials(url)
+    return urllib.request.Request(bare, headers={"User-Agent": "airflow-provider-expand", **headers})
 
 
 def http_status(url: str, *, timeout: float = 5.0) -> int | str:
-    """The HTTP status of GET ``url``, or the connection error as text."""
+    """The HTTP status of GET ``url``, or the connection error as text (URL user info redacted)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(http_get(url), timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-    except (urllib.error.URLError, OSError) as exc:
-        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return redact_url(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
 
 
 def container_health(client: APIClient, container: str) -> tuple[bool, str]:
     """Whether the container runs and its own HEALTHCHECK (where it has one) does not say otherwise."""
-    state = inspect_container(client, container)["State"]
+    with docker_errors(f"inspecting container {container!r}"):
+        state = inspect_container(client, container)["State"]
     if not state.get("Running"):
         return False, f"not running ({state.get('Status')}, exit code {state.get('ExitCode')})"
     health = (state.get("Health") or {}).get("Status")
@@ -234,7 +83,7 @@ def last_lines(client: APIClient, container: str, tail: int = LOG_TAIL) -> list[
     try:
         raw = client.logs(container, stdout=True, stderr=True, tail=tail, timestamps=False)
     except docker.errors.DockerException as exc:
-        return [f"(logs unavailable: {exc})"]
+        return [f"(logs unavailable: {redact_url(str(exc))})"]
     return bytes(raw).decode("utf-8", "replace").splitlines()
 
 
@@ -248,6 +97,7 @@ def wait_healthy(
     interval: float = 1.0,
 ) -> dt.timedelta:
     """Poll until ``health_url`` answers 200 and the container is healthy; raise with its last log lines."""
+    shown = redact_url(health_url)
     start = time.monotonic()
     deadline = start + timeout.total_seconds()
     last = ""
@@ -261,10 +111,10 @@ def wait_healthy(
                 container,
                 took.total_seconds(),
                 state,
-                health_url,
+                shown,
             )
             return took
-        now = f"{state}, GET {health_url} -> {status}"
+        now = f"{state}, GET {shown} -> {status}"
         if now != last:
             log.info("%s not healthy yet: %s", container, now)
             last = now
@@ -287,13 +137,15 @@ def deploy(
     log: logging.Logger,
     previous_image: str | None = None,
 ) -> DeployResult:
-    """Recreate ``container`` on ``image`` and wait for health.
+    """Bring ``container`` onto ``image`` and wait for health; from whatever state an earlier try left.
 
-    ``previous_image`` (from the ledger, on a retry) wins over what the container runs now, which may
-    already be the new image.
+    ``previous_image`` (from the ledger, on a retry) wins over what the container ran before this call,
+    which may already be the new image.
     """
-    previous = previous_image or running_image(client, container)
-    ensure_image(client, image, log)
-    container_id = recreate(client, container, image, log)
-    took = wait_healthy(client, container, health_url, health_timeout, log)
-    return DeployResult(container, container_id, previous, image, took)
+    image_id = str(ensure_image(client, image, log)["Id"])
+    state = swap_state(client, container)
+    previous = previous_image or image_before(client, state, image_id)
+    container_id = swap(client, state, image, image_id, log)
+    took = wait_healthy(client, state.name, health_url, health_timeout, log)
+    drop_previous(client, state.name, log)
+    return DeployResult(state.name, container_id, previous, image, took)

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from .errors import DefinitiveError
 from .lock import LEDGER_LOCK, SHARED_LOCK_WAIT, xact_lock
+from .redact import redact_url
 
 DEFAULT_SCHEMA = "airflow_expand"
 
@@ -366,5 +367,13 @@ class Ledger:
                     " ON CONFLICT (migration_id, step, part) DO UPDATE SET status = %(st)s,"
                     " finished_at = now(), error = %(e)s, rows_total = coalesce(%(total)s, {t}.rows_total)"
                 ).format(t=self._t("steps")),
-                {"m": migration_id, "s": step, "p": part, "st": status, "e": error, "total": rows_total},
+                # an error text may quote a URL: its credentials never reach the ledger
+                {
+                    "m": migration_id,
+                    "s": step,
+                    "p": part,
+                    "st": status,
+                    "e": error and redact_url(error),
+                    "total": rows_total,
+                },
             )

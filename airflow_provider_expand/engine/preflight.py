@@ -21,6 +21,7 @@ import redis
 from .database import Connector
 from .errors import DefinitiveError, ServiceUnavailableError
 from .pooler import PoolerFinding, probe_pooler, refusal_message
+from .redact import query_text
 
 MIN_SERVER_VERSION = 120000
 # PostgreSQL 14.0 to 14.3 could corrupt indexes built with CREATE/REINDEX ... CONCURRENTLY (fixed in 14.4).
@@ -77,7 +78,7 @@ class LongTransaction:
     application_name: str | None = None
 
     def describe(self) -> str:
-        query = " ".join(self.query.split())
+        query = query_text(self.query, QUERY_PREVIEW)
         return (
             f"pid {self.pid} ({self.usename or '?'}, {self.application_name or 'no application_name'}) "
             f"in transaction for {self.age}, state {self.state}: {query}"

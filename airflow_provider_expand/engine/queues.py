@@ -275,7 +275,8 @@ def pause_queues(
         if pause_url and dry_run:
             log.info("dry run: would POST %s", redact_url(pause_url))
         elif pause_url:
-            client.set(admin_marker_key(prefix, migration_id), pause_url)
+            # the marker shows which endpoint paused the app, never its credentials
+            client.set(admin_marker_key(prefix, migration_id), redact_url(pause_url))
             call_admin_endpoint(
                 pause_url,
                 payload={"migration_id": migration_id, "queues": [r.name for r in refs]},

@@ -1,5 +1,6 @@
 """The deploy step as the ledger records it: the image to go back to is written before the container is
-touched, so a rollback (or a retry of the deploy) knows it even if the worker died mid-deploy.
+touched, so a rollback (or a retry of the deploy) knows it even if the worker died mid-deploy; the swap
+itself resumes from the containers it finds (``<name>_expand_previous`` included).
 
 The ``deploy`` step's checkpoint (``last_key``) holds the previous image; ``rollback:deploy`` is the way back.
 """
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 
 from docker import APIClient
 
+from airflow_provider_expand.engine.container_swap import image_before, swap_state
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.deploy import DeployResult, deploy, running_image
+from airflow_provider_expand.engine.deploy import DeployResult, deploy
+from airflow_provider_expand.engine.docker_client import ensure_image
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 
@@ -55,7 +58,8 @@ def release(
         step = ledger.start_step(conn, migration_id, DEPLOY_STEP)
         previous = step.last_key  # a retry keeps the image from before the first attempt
         if previous is None:
-            previous = running_image(client, target.container)
+            image_id = str(ensure_image(client, image, log)["Id"])
+            previous = image_before(client, swap_state(client, target.container), image_id)
             with conn.transaction(), conn.cursor() as cur:
                 ledger.checkpoint(cur, migration_id, DEPLOY_STEP, 0, last_key=previous, rows_added=0)
         log.info("deploying %s to %s (previous image %s, recorded)", image, target.container, previous)

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from docker import APIClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from airflow_provider_expand.engine.deploy import container_health, http_status
+from airflow_provider_expand.engine.deploy import container_health, http_get, http_status
+from airflow_provider_expand.engine.errors import DefinitiveError
+from airflow_provider_expand.engine.redact import redact_url
 
 ERROR_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL|PANIC|panic)\b|Traceback \(most recent call last\)")
 STATUS_LABELS = ("status", "code", "status_code")
 
 
-class EscalationError(RuntimeError):
+class EscalationError(DefinitiveError):
     """A problem persisted past ``escalate_after``: the deploy is to be rolled back."""
 
 
@@ -69,8 +71,8 @@ def parse_request_counts(text: str, url: str = "metrics") -> RequestCounts:
 
 
 def scrape_request_counts(url: str, *, timeout: float = 5.0) -> RequestCounts:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return parse_request_counts(response.read().decode("utf-8", "replace"), url)
+    with urllib.request.urlopen(http_get(url), timeout=timeout) as response:
+        return parse_request_counts(response.read().decode("utf-8", "replace"), redact_url(url))
 
 
 @dataclass
@@ -103,7 +105,7 @@ class DeployWatch:
             found.append(f"container {self.container} {state}")
         status = http_status(self.limits.health_url)
         if status != 200:
-            found.append(f"GET {self.limits.health_url} -> {status}")
+            found.append(f"GET {redact_url(self.limits.health_url)} -> {status}")
         if running:
             lines = error_lines(self.client, self.container, self.since)
             self.since = now
@@ -117,7 +119,7 @@ class DeployWatch:
             try:
                 counts = scrape_request_counts(self.limits.metrics_url)
             except (OSError, ValueError) as exc:
-                found.append(f"metrics {self.limits.metrics_url} unreadable: {exc}")
+                found.append(redact_url(f"metrics {self.limits.metrics_url} unreadable: {exc}"))
             else:
                 rate = counts.rate_since(self._counts)
                 self._counts = counts

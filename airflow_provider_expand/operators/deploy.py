@@ -16,13 +16,14 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import docker_client
+from airflow_provider_expand.engine.docker_client import docker_client
 from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.engine.release import DeployTarget, release, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import mask_url_secrets
 from airflow_provider_expand.retries import ClassifiedErrors
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -62,6 +63,7 @@ class DockerDeployOperator(ClassifiedErrors, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        mask_url_secrets(health_url, docker_url)
         if not rollback and not image:
             raise ValueError(f"{kwargs.get('task_id')}: image is required to deploy")
         self.migration_id = migration_id

@@ -23,6 +23,7 @@ from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import DEFAULT_DOCKER_URL
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import mask_url_secrets
 from airflow_provider_expand.retries import ClassifiedErrors
 
 EXPAND_STEP = "expand"
@@ -72,6 +73,7 @@ class MigratorOperator(ClassifiedErrors, DockerOperator):
             execution_timeout=timeout,
             **kwargs,
         )
+        mask_url_secrets(docker_url)
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
         self.database_env = database_env

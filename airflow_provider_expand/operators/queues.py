@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import redis
 from airflow.providers.redis.hooks.redis import RedisHook
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
 from airflow_provider_expand.engine.admin_endpoint import validate_admin_url
 from airflow_provider_expand.engine.queues import (
@@ -29,6 +29,7 @@ from airflow_provider_expand.engine.queues import (
     with_timeouts,
 )
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import MasksUrlFields, real_url, url_field
 from airflow_provider_expand.retries import ClassifiedErrors
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
@@ -53,7 +54,7 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-class _QueuesOperator(ClassifiedErrors, BaseOperator):
+class _QueuesOperator(ClassifiedErrors, MasksUrlFields):
     """What pause and resume share: the queues, their Redis connection, and errors that name it."""
 
     def __init__(
@@ -101,15 +102,22 @@ class PauseQueuesOperator(_QueuesOperator):
     """
 
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "pause_url", "is_dry_run")
+    url_fields: Sequence[str] = ("pause_url",)
     ui_color = "#fde2c4"
 
     def __init__(self, *, pause_url: str | None = None, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pause_url = validate_admin_url(pause_url, "pause_url") if pause_url else None
+        self.pause_url, self._pause_userinfo = url_field(
+            validate_admin_url(pause_url, "pause_url") if pause_url else None
+        )
         self.is_dry_run = dry_run  # BaseOperator.dry_run is a method
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        results = self._apply(pause_queues, dry_run=as_bool(self.is_dry_run), pause_url=self.pause_url)
+        results = self._apply(
+            pause_queues,
+            dry_run=as_bool(self.is_dry_run),
+            pause_url=real_url(self.pause_url, self._pause_userinfo),
+        )
         return [
             {"queue": r.queue, "layout": r.layout, "version": r.version, "action": r.action} for r in results
         ]
@@ -119,12 +127,15 @@ class ResumeQueuesOperator(_QueuesOperator):
     """Resume the queues this migration paused (never one paused before it), then call ``resume_url``."""
 
     template_fields: Sequence[str] = ("migration_id", "queues", "prefix", "resume_url")
+    url_fields: Sequence[str] = ("resume_url",)
     ui_color = "#d9f2d0"
 
     def __init__(self, *, resume_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.resume_url = validate_admin_url(resume_url, "resume_url") if resume_url else None
+        self.resume_url, self._resume_userinfo = url_field(
+            validate_admin_url(resume_url, "resume_url") if resume_url else None
+        )
 
     def execute(self, context: Context) -> list[dict[str, str]]:
-        results = self._apply(resume_queues, resume_url=self.resume_url)
+        results = self._apply(resume_queues, resume_url=real_url(self.resume_url, self._resume_userinfo))
         return [{"queue": r.queue, "layout": r.layout, "action": r.action} for r in results]

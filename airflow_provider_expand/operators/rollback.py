@@ -19,6 +19,7 @@ from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, wait_for_
 from airflow_provider_expand.engine.release import DeployTarget, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
+from airflow_provider_expand.operators.masking import mask_url_secrets
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 
 # How long the rollback waits for sibling backfill partitions to see ``rolling_back`` and stop.
@@ -36,6 +37,7 @@ class RollbackOperator(PhaseSQLOperator):
         super().__init__(**kwargs)
         # DockerDeployOperator arguments (container, health_url, ...): the new code stops before rollback.sql
         self.deploy = deploy
+        mask_url_secrets(*(deploy or {}).values())
 
     def _roll_back_container(self) -> None:
         """The recorded previous image back on the container, healthy, before any SQL runs."""

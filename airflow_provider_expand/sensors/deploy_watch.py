@@ -21,6 +21,7 @@ from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.masking import mask_url_secrets
 from airflow_provider_expand.retries import ClassifiedErrors
 
 WATCH_STEP = "watch"
@@ -54,6 +55,7 @@ class DeployWatchSensor(ClassifiedErrors, BaseSensorOperator):
         kwargs.setdefault("timeout", (watch + escalate_after + dt.timedelta(minutes=10)).total_seconds())
         kwargs.setdefault("mode", "poke")  # the watch keeps its state (error streak) between pokes
         super().__init__(**kwargs)
+        mask_url_secrets(health_url, metrics_url, docker_url)
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
         self.container = container

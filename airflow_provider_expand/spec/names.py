@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 
+from airflow_provider_expand.engine.redact import redact_url
+
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"
 _IDENTIFIER = re.compile(rf"^{_IDENT}$")
 _QUALIFIED = re.compile(rf"^{_IDENT}(?:\.{_IDENT})?$")
@@ -81,7 +83,7 @@ def _container(value: str) -> str:
 def _url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{redact_url(value)!r} is not an http(s) URL")
     return value
 
 

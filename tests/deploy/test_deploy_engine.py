@@ -12,15 +12,14 @@ import urllib.request
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import (
+from airflow_provider_expand.engine.deploy import deploy, wait_healthy
+from airflow_provider_expand.engine.docker_client import (
     ContainerNotFound,
     EngineUnreachable,
     HealthCheckFailed,
     ImageNotFound,
-    deploy,
     docker_client,
     running_image,
-    wait_healthy,
 )
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages
 

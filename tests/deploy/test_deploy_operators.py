@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from docker import APIClient
 
+from airflow_provider_expand.engine.docker_client import HealthCheckFailed
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.release import DEPLOY_STEP, ROLLBACK_STEP
@@ -40,6 +41,7 @@ def test_deploy_records_the_previous_image_and_rollback_returns_to_it(
 ) -> None:
     ledger = Ledger()
     ledger.ensure(pg_conn)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
     Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
 
     done = _deploy_op(app_container, airflow_conn["postgres"], image=app_images.v2).execute({})  # type: ignore[arg-type]
@@ -65,7 +67,7 @@ def test_a_failed_deploy_is_in_the_ledger_with_its_reason(
     op = _deploy_op(
         app_container, airflow_conn["postgres"], image=app_images.v3, health_timeout=dt.timedelta(seconds=2)
     )
-    with pytest.raises(RuntimeError, match="not healthy within"):
+    with pytest.raises(HealthCheckFailed, match="not healthy within"):
         op.execute({})  # type: ignore[arg-type]
     step = Ledger().step(pg_conn, "m1", DEPLOY_STEP)
     assert step is not None and step.status == "failed" and "404" in (step.error or "")

@@ -41,6 +41,7 @@ def _poke_until_done(sensor: DeployWatchSensor, limit: float) -> float:
 def deployed(pg_conn: psycopg.Connection) -> Ledger:
     ledger = Ledger()
     ledger.ensure(pg_conn)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPAND_STARTED)
     Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
     Lifecycle(ledger).move(pg_conn, "m1", Event.DEPLOYED)
     return ledger
