@@ -211,11 +211,27 @@ class _MigrationDag:
             )
         return tasks
 
+    def rollback_queues(self) -> dict[str, Any] | None:
+        """What the rollback holds around the container swap (``RollbackQueueHold``): with a deploy only."""
+        queues = self.spec.queues
+        if queues is None or self.spec.deploy is None:
+            return None
+        return {
+            "redis_conn_id": self.spec.redis_conn_id,
+            "queues": list(queues.names),
+            "prefix": queues.prefix,
+            "drain_timeout": queues.drain_timeout,
+            "resume_url": str(queues.resume_url) if queues.resume_url else None,
+        }
+
     def rollback(self) -> BaseOperator | None:
-        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql."""
-        args = self.deploy_args()
+        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql.
+
+        With a deploy the rollback owns the queues from before the swap until after rollback.sql.
+        """
+        args, queues = self.deploy_args(), self.rollback_queues()
         if self.spec.sql_path("rollback") is not None:
-            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args)
+            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args, queues=queues)
         if args is None:
             return None
         return DockerDeployOperator(
@@ -224,6 +240,7 @@ class _MigrationDag:
             trigger_rule=TriggerRule.ONE_FAILED,
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,
+            queues=queues,
             **args,
             **self.common(),
         )
@@ -300,6 +317,9 @@ class _MigrationDag:
                 task_id="resume",
                 migration_id=self.spec.id,
                 resume_url=str(queues.resume_url) if queues.resume_url else None,
+                # the ledger tells it when a rollback holds the queues (a deploy that failed)
+                postgres_conn_id=self.spec.postgres_conn_id,
+                ledger_schema=self.spec.ledger_schema,
                 **redis,
             ).as_teardown(setups=pause)
         return [pause, drain, resume]

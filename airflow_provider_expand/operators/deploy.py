@@ -16,11 +16,17 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import docker_client
+from airflow_provider_expand.engine.deploy import DeployResult, docker_client
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
-from airflow_provider_expand.engine.release import DeployTarget, release, roll_back_release
+from airflow_provider_expand.engine.release import (
+    DeployTarget,
+    recorded_previous_image,
+    release,
+    roll_back_release,
+)
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.operators.queues import RollbackQueueHold
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -56,6 +62,7 @@ class DockerDeployOperator(BaseOperator):
         rollback: bool = False,
         ledger_schema: str = DEFAULT_SCHEMA,
         dry_run: bool | str = False,
+        queues: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +77,7 @@ class DockerDeployOperator(BaseOperator):
         self.rollback = rollback
         self.ledger_schema = ledger_schema
         self.is_dry_run = dry_run
+        self.queue_hold = queues  # with rollback: RollbackQueueHold's config, queues paused around the swap
 
     def execute(self, context: Context) -> dict[str, object] | None:
         log = cast(logging.Logger, self.log)
@@ -81,7 +89,21 @@ class DockerDeployOperator(BaseOperator):
         connect = postgres_connector(self.postgres_conn_id)
         ledger = Ledger(self.ledger_schema)
         if self.rollback:
-            back = roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
+            swapped: list[DeployResult | None] = []
+
+            def swap() -> None:
+                swapped.append(
+                    roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
+                )
+
+            if self.queue_hold and recorded_previous_image(connect, ledger, self.migration_id) is not None:
+                hold = RollbackQueueHold(
+                    self.queue_hold, migration_id=self.migration_id, context=context, log=log
+                )
+                hold.around(swap, lambda: None)
+            else:
+                swap()
+            back = swapped[0]
             if back is None:
                 raise AirflowSkipException(f"no deploy of {self.migration_id} recorded: nothing to roll back")
             return back.summary()

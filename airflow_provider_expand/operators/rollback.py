@@ -6,6 +6,7 @@ failure (nothing applied yet) would trigger it too. The ledger tells whether exp
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, cast
 
@@ -13,10 +14,11 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_expand.engine.ledger import Ledger
-from airflow_provider_expand.engine.release import DeployTarget, roll_back_release
+from airflow_provider_expand.engine.release import DeployTarget, recorded_previous_image, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
+from airflow_provider_expand.operators.queues import RollbackQueueHold
 
 # Phases in which the schema may hold part or all of the expand.
 _EXPANDED = {"expanding", "expanded", "deployed", "backfilled", "soaking", "rolling_back", "failed"}
@@ -27,11 +29,16 @@ class RollbackOperator(PhaseSQLOperator):
 
     ui_color = "#f8d7da"
 
-    def __init__(self, *, deploy: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, deploy: dict[str, Any] | None = None, queues: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("phase", "rollback")
         super().__init__(**kwargs)
         # DockerDeployOperator arguments (container, health_url, ...): the new code stops before rollback.sql
         self.deploy = deploy
+        # RollbackQueueHold's config: with a deploy, the queues are paused from before the swap until after
+        # rollback.sql (without one the old code runs throughout, and rollback.sql needs no pause)
+        self.queue_hold = queues
 
     def _roll_back_container(self) -> None:
         """The recorded previous image back on the container, healthy, before any SQL runs."""
@@ -60,5 +67,14 @@ class RollbackOperator(PhaseSQLOperator):
             )
         self.log.warning("rolling back %s from phase %s", self.migration_id, record.phase)
         if self.deploy is not None and not self._dry_run_flag():
+            connect = postgres_connector(self.postgres_conn_id)
+            if self.queue_hold and recorded_previous_image(connect, ledger, self.migration_id) is not None:
+                hold = RollbackQueueHold(
+                    self.queue_hold,
+                    migration_id=self.migration_id,
+                    context=context,
+                    log=cast(logging.Logger, self.log),
+                )
+                return hold.around(self._roll_back_container, functools.partial(super().execute, context))
             self._roll_back_container()
         return super().execute(context)
