@@ -30,7 +30,7 @@ from airflow_provider_expand.operators.queues import PauseQueuesOperator, Resume
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 
 BULLMQ = Path(__file__).resolve().parent / "bullmq"
-CONTEXT = cast(Context, {})
+CONTEXT = cast(Context, {"run_id": "manual__test-run"})
 JOBS = 8
 
 

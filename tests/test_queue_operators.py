@@ -20,7 +20,7 @@ from airflow_provider_expand.operators.queues import PauseQueuesOperator, Resume
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
 
-CONTEXT = cast(Context, {})
+CONTEXT = cast(Context, {"run_id": "manual__test-run"})
 
 
 def _bullmq(
@@ -162,3 +162,44 @@ def test_deferrable_sensor_defers_to_the_trigger_and_completes_from_its_event(
     # Already drained: no deferral at all.
     redis_client.delete(ref.key("active"))
     assert sensor.execute(CONTEXT)["drained"] is True
+
+
+def test_resume_acts_only_for_the_run_that_paused(
+    airflow_conn: dict[str, str], redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    sync = _bullmq(redis_client, redis_prefix, "sync")
+    common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
+    run1, run2 = cast(Context, {"run_id": "run-1"}), cast(Context, {"run_id": "run-2"})
+    PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(run1)
+
+    resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], **common)
+    assert [r["action"] for r in resume.execute(run2)] == ["not_ours"]
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+    assert [r["action"] for r in resume.execute(run1)] == ["resumed"]
+    assert not redis_client.exists(sync.key("airflow-expand:paused-by"))
+    with pytest.raises(ValueError, match="run_id"):
+        resume.execute(cast(Context, {}))
+
+
+def test_resume_leaves_the_queues_to_a_rollback_the_ledger_shows_coming(
+    airflow_conn: dict[str, str], redis_client: redis.Redis, redis_prefix: str, pg_conn: Any
+) -> None:
+    from airflow_provider_expand.engine.ledger import Ledger
+
+    sync = _bullmq(redis_client, redis_prefix, "sync")
+    common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
+    PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(CONTEXT)
+    ledger = Ledger()
+    ledger.ensure(pg_conn)
+    ledger.set_phase(pg_conn, "m1", "expanded")
+    ledger.start_step(pg_conn, "m1", "deploy")
+    ledger.finish_step(pg_conn, "m1", "deploy", status="failed", error="health check failed")
+    resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], postgres_conn_id="app_db", **common)
+
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["held_by_rollback"]
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+
+    ledger.start_step(pg_conn, "m1", "rollback:deploy")
+    ledger.finish_step(pg_conn, "m1", "rollback:deploy")
+    ledger.set_phase(pg_conn, "m1", "rolled_back")  # the old container is back, rollback.sql done
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["resumed"]
