@@ -371,9 +371,7 @@ def test_failing_admin_endpoint_unpauses_the_queues_and_the_teardown_resumes_the
     with pytest.raises(
         AdminEndpointError, match=r"POST http://\*\*\*@127\.0\.0\.1:\d+/fail answered HTTP 500"
     ) as err:
-        pause_queues(
-            redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG, pause_url=secret_url
-        )
+        pause_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG, pause_url=secret_url)
     assert "hunter2" not in str(err.value)
     assert admin_app.auth == ["Basic " + base64.b64encode(b"ops:hunter2").decode()]  # sent as Basic auth
     assert "paused" not in meta(redis_client, ref)
