@@ -322,6 +322,9 @@ class _MigrationDag:
                 ledger_schema=self.spec.ledger_schema,
                 **redis,
             ).as_teardown(setups=pause)
+            # a pause that died midway (SIGKILL, a timeout, its retries spent) is failed, yet its queues carry
+            # this run's marker: the teardown runs even then (ALL_DONE), and resumes only what is marked
+            resume.trigger_rule = TriggerRule.ALL_DONE
         return [pause, drain, resume]
 
     def verify(self, task_id: str, after: str, *, baseline: str) -> BaseOperator | None:

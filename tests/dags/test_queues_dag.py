@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -213,3 +214,70 @@ def test_the_rollback_gets_the_queues_only_with_a_deploy(tmp_path: Path) -> None
 
     without = build_migration_dag(copy_migration(tmp_path / "c", "without_deploy"))
     assert without.get_task("rollback").queue_hold is None  # type: ignore[attr-defined]
+
+
+class _SlowAdmin(BaseHTTPRequestHandler):
+    """The app's admin endpoint: /pause hangs past the task's timeout, /resume answers at once."""
+
+    calls: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).calls.append(self.path)
+        if self.path == "/pause":
+            time.sleep(4)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_pause_that_dies_midway_is_undone_by_the_teardown(
+    tmp_path: Path,
+    airflow_home: Path,
+    airflow_conn: dict[str, str],
+    pg_conn: psycopg.Connection,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+) -> None:
+    """The pause task is cut off by its execution_timeout (a BaseException: the pause's own undo never runs)
+    after pausing the queue, while the app's pause endpoint hangs: the queue carries this run's marker, and
+    the teardown, which runs although its setup failed, resumes the queue and the app."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    seed_demo(pg_conn, 200)
+    seed_bullmq_queue(redis_client, redis_prefix, "sync")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowAdmin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    _SlowAdmin.calls = []
+    migration_id = f"pause_dies_{uuid.uuid4().hex[:8]}"
+    folder = copy_migration(
+        tmp_path,
+        migration_id,
+        redis_conn_id="app_redis",
+        queues={
+            "names": ["sync"],
+            "prefix": redis_prefix,
+            "pause_url": f"{url}/pause",
+            "resume_url": f"{url}/resume",
+        },
+    )
+    bag = DagBag(dag_folder=str(install_dag_file(airflow_home, folder.parent, migration_id)))
+    dag = bag.get_dag(migration_id)
+    assert dag is not None, bag.import_errors
+    dag.get_task("queues.pause").execution_timeout = dt.timedelta(seconds=1)
+    try:
+        run = dag.test(logical_date=None)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    got = states(run)
+    assert got["queues.pause"] == "failed" and got["queues.drain"] == "upstream_failed", got
+    assert got["queues.resume"] == "success", got
+    assert not redis_client.hexists(f"{redis_prefix}:sync:meta", "paused")
+    assert not redis_client.exists(f"{redis_prefix}:sync:airflow-expand:paused-by")
+    assert redis_client.llen(f"{redis_prefix}:sync:wait") == 3
+    assert _SlowAdmin.calls == ["/pause", "/resume"]  # the app is told to resume too
