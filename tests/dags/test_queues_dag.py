@@ -84,6 +84,30 @@ def _epoch(value: dt.datetime | None) -> float:
     return value.timestamp()
 
 
+def _deploy_migration(
+    tmp: Path, app: AppContainer, images: AppImages, prefix: str, with_rollback_sql: bool
+) -> tuple[Path, str]:
+    """The example with the queue and a deploy of v3, whose health check fails."""
+    migration_id = f"deploy_queues_{uuid.uuid4().hex[:8]}"
+    folder = copy_migration(
+        tmp,
+        migration_id,
+        redis_conn_id="app_redis",
+        queues={"names": ["sync"], "prefix": prefix, "drain_timeout": "5s"},
+        soak="1s",
+        rollback="rollback.sql" if with_rollback_sql else None,
+        deploy={
+            "container": app.name,
+            "image": images.v3,
+            "health_url": f"{app.url}/health/ready",
+            "health_timeout": "3s",
+            "watch": "2s",
+            "docker_url": DOCKER_URL,
+        },
+    )
+    return folder, migration_id
+
+
 @pytest.mark.parametrize("with_rollback_sql", [True, False], ids=["rollback_sql", "container_only"])
 def test_failed_deploy_keeps_the_queues_paused_until_the_old_code_runs_again(
     tmp_path: Path,
@@ -101,22 +125,8 @@ def test_failed_deploy_keeps_the_queues_paused_until_the_old_code_runs_again(
     seed_demo(pg_conn, 2000)
     seed_bullmq_queue(redis_client, redis_prefix)
     meta_key = f"{redis_prefix}:sync:meta"
-    migration_id = f"deploy_queues_{uuid.uuid4().hex[:8]}"
-    folder = copy_migration(
-        tmp_path,
-        migration_id,
-        redis_conn_id="app_redis",
-        queues={"names": ["sync"], "prefix": redis_prefix, "drain_timeout": "5s"},
-        soak="1s",
-        rollback="rollback.sql" if with_rollback_sql else None,
-        deploy={
-            "container": app_container.name,
-            "image": app_images.v3,  # its health check fails
-            "health_url": f"{app_container.url}/health/ready",
-            "health_timeout": "3s",
-            "watch": "2s",
-            "docker_url": DOCKER_URL,
-        },
+    folder, migration_id = _deploy_migration(
+        tmp_path, app_container, app_images, redis_prefix, with_rollback_sql
     )
     dag_file = install_dag_file(airflow_home, folder.parent, migration_id)
     observer = Observer(redis_url, DOCKER_URL, meta_key, app_container.name).start()
@@ -281,3 +291,41 @@ def test_a_pause_that_dies_midway_is_undone_by_the_teardown(
     assert not redis_client.exists(f"{redis_prefix}:sync:airflow-expand:paused-by")
     assert redis_client.llen(f"{redis_prefix}:sync:wait") == 3
     assert _SlowAdmin.calls == ["/pause", "/resume"]  # the app is told to resume too
+
+
+def test_a_failing_rollback_sql_still_resumes_the_queues_once_the_old_container_is_back(
+    tmp_path: Path,
+    airflow_home: Path,
+    airflow_conn: dict[str, str],
+    pg_conn: psycopg.Connection,
+    redis_client: redis.Redis,
+    redis_url: str,
+    redis_prefix: str,
+    docker_api: APIClient,
+    app_images: AppImages,
+    app_container: AppContainer,
+) -> None:
+    seed_demo(pg_conn, 500)
+    seed_bullmq_queue(redis_client, redis_prefix)
+    meta_key = f"{redis_prefix}:sync:meta"
+    folder, migration_id = _deploy_migration(tmp_path, app_container, app_images, redis_prefix, True)
+    with (folder / "rollback.sql").open("a") as sql:
+        sql.write(  # passes lint (allowed), fails when it runs
+            "\n-- expand: allow EX104 because the test injects a failing statement\n"
+            "ALTER TABLE no_such_table DROP COLUMN IF EXISTS name;\n"
+        )
+    dag_file = install_dag_file(airflow_home, folder.parent, migration_id)
+    observer = Observer(redis_url, DOCKER_URL, meta_key, app_container.name).start()
+    try:
+        run = run_dag(dag_file, migration_id)
+    finally:
+        observer.stop()
+
+    got = states(run)
+    assert got["deploy"] == "failed" and got["rollback"] == "failed", got
+    info = docker_api.inspect_container(app_container.name)
+    assert info["Config"]["Image"] == app_images.v1 and info["State"]["Running"]
+    wrong = [s for s in observer.samples if not s.paused and s.image != app_images.v1]
+    assert not wrong, [(s.at, s.image) for s in wrong[:5]]
+    assert not redis_client.hexists(meta_key, "paused")  # resumed: the old code works on this schema
+    assert not redis_client.exists(f"{redis_prefix}:sync:airflow-expand:paused-by")
