@@ -18,7 +18,7 @@ import psycopg
 
 from airflow_provider_expand.engine.ledger import (
     DEFAULT_SCHEMA,
-    PHASE_STAMPS,
+    STAMP_COLUMNS,
     Ledger,
     MigrationRecord,
     StepRecord,
@@ -303,7 +303,7 @@ def _progress(step: StepRecord) -> str:
 def _print_status(record: MigrationRecord, steps: Sequence[StepRecord], out: TextIO) -> None:
     run = f" (dag {record.dag_id}, run {record.run_id})" if record.run_id else ""
     print(f"{record.id}: {record.phase}{run}", file=out)
-    for column in (*dict.fromkeys(PHASE_STAMPS.values()), "updated_at"):
+    for column in (*STAMP_COLUMNS, "updated_at"):
         print(f"  {column:<15} {_when(getattr(record, column))}", file=out)
     if not steps:
         print("no steps recorded yet", file=out)

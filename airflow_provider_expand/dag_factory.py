@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 
 from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
+from airflow_provider_expand.engine.lifecycle import Event
 from airflow_provider_expand.engine.statements import load_statements, relations
 from airflow_provider_expand.notifications import attach_notifiers
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
@@ -30,6 +31,7 @@ from airflow_provider_expand.operators.queues import PauseQueuesOperator, Resume
 from airflow_provider_expand.operators.rollback import RollbackOperator
 from airflow_provider_expand.operators.verify import VerifyOperator
 from airflow_provider_expand.restore_dag import build_restore_dag
+from airflow_provider_expand.retries import retry_args
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
 from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor
 from airflow_provider_expand.sensors.preflight import LongTransactionSensor
@@ -96,7 +98,7 @@ class _MigrationDag:
             params=PARAMS,
             doc_md=doc_md(spec),
             render_template_as_native_obj=True,
-            default_args={"retries": 0},
+            default_args=retry_args(spec.retries, spec.retry_delay),
         ) as dag:
             steps: list[Any] = [
                 LintOperator(task_id="lint", folder=str(spec.folder)),
@@ -136,7 +138,7 @@ class _MigrationDag:
             verify = self.verify("verify", "contract", baseline="verify_expand" if verify_expand else "begin")
             done = LedgerPhaseOperator(
                 task_id="done",
-                phase="completed",
+                event=Event.COMPLETED,
                 ledger_schema=spec.ledger_schema,
                 dry_run=DRY_RUN,
                 **self.common(),
@@ -336,7 +338,10 @@ class _MigrationDag:
             return None
         return VerifyOperator(
             task_id=task_id,
-            postgres_conn_id=self.spec.postgres_conn_id,
+            # verify_expand checks the expanded schema: once the contract started there is none to check
+            forward_only_noop=after == "expand",
+            **self.common(),
+            ledger_schema=self.spec.ledger_schema,
             checks=[_check(c) for c in checks],
             tables=list(dict.fromkeys(phase_tables)),
             baseline_task_id=baseline,

@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_expand.cli import main
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.lint import lint_migration
 from airflow_provider_expand.spec import load_migration
 
@@ -145,8 +146,12 @@ def _record_a_run(dsn: str, schema: str = "airflow_expand") -> None:
     ledger = Ledger(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         ledger.ensure(conn)
-        ledger.set_phase(
-            conn, "products_title_to_name", "expanded", dag_id="products_title_to_name", run_id="manual__1"
+        Lifecycle(ledger).move(
+            conn,
+            "products_title_to_name",
+            Event.EXPANDED,
+            dag_id="products_title_to_name",
+            run_id="manual__1",
         )
         ledger.start_step(conn, "products_title_to_name", "expand")
         ledger.finish_step(conn, "products_title_to_name", "expand")

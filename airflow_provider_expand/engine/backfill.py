@@ -20,24 +20,32 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from airflow_provider_expand.engine.backfill_plan import (
+from airflow_provider_expand.engine import errors
+from airflow_provider_expand.engine.backfill_errors import (
+    BackfillBusyError,
     BackfillError,
     BackfillInputError,
-    BackfillSpec,
-    resolve_target,
+    BackfillRowTimeoutError,
+    BackfillStoppedError,
+    BackfillSweepError,
 )
+from airflow_provider_expand.engine.backfill_plan import BackfillSpec, Target, resolve_target
 from airflow_provider_expand.engine.backfill_progress import Progress, count_matching, estimate_rows
 from airflow_provider_expand.engine.backfill_ranges import claim_range, peek_range
-from airflow_provider_expand.engine.backfill_walk import BackfillSweepError, BackfillWalk
+from airflow_provider_expand.engine.backfill_walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ledger import Ledger
-from airflow_provider_expand.engine.lock import migration_lock
+from airflow_provider_expand.engine.lifecycle import Lifecycle
+from airflow_provider_expand.engine.lock import MigrationLockedError, migration_lock
 
 __all__ = [
+    "BackfillBusyError",
     "BackfillError",
     "BackfillInputError",
     "BackfillResult",
+    "BackfillRowTimeoutError",
     "BackfillSpec",
+    "BackfillStoppedError",
     "BackfillSweepError",
     "run_backfill",
 ]
@@ -67,6 +75,7 @@ class BackfillResult:
     rows_estimated: int
     estimate_method: str
     would_change: int | None = None
+    splits: int = 0  # batches split in half after hitting their statement_timeout
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,61 +100,21 @@ def run_backfill(
 
     Every input error is raised as :class:`BackfillInputError` before any row changes. ``dry_run`` only
     counts the rows of the partition that match ``where`` and writes nothing, not even the ledger.
+    Failures leave as the engine's errors (``engine/errors.py``): a lost connection or a lock conflict is
+    transient (the retry resumes from the checkpoint), anything else definitive; a rollback of the
+    migration stops the partition between two batches with :class:`BackfillStoppedError`.
     """
     spec.check(partition)
     ledger = ledger or Ledger()
     label = _label(spec, partition)
     started = time.monotonic()
-    with connect() as conn:
+    with errors.translated(f"{label} of table {spec.table}"), connect() as conn:
         conn.autocommit = True
         target = resolve_target(conn, spec)
         if dry_run:
-            key_range = peek_range(
-                conn,
-                ledger,
-                target,
-                migration_id=migration_id,
-                step=spec.step,
-                part=partition,
-                partitions=spec.partitions,
-            )
-            would = 0 if key_range.empty else count_matching(conn, target, key_range.lower, key_range.upper)
-            log.info(
-                "%s: dry run: %s rows of %s with %s in %s match where %r; they would get SET %s, in batches of "
-                "%s (adapting towards %s), nothing changed",
-                label,
-                f"{would:,}",
-                target.label,
-                target.key,
-                key_range.describe(),
-                spec.where,
-                spec.set,
-                f"{spec.batch_size:,}",
-                spec.target_batch_time,
-            )
-            return BackfillResult(
-                table=spec.table,
-                step=spec.step,
-                part=partition,
-                partitions=spec.partitions,
-                key=target.key,
-                key_range=key_range.describe(),
-                dry_run=True,
-                rows_done=0,
-                rows_this_run=0,
-                rows_swept=0,
-                batches=0,
-                seconds=time.monotonic() - started,
-                last_key=None,
-                resumed_from=None,
-                rows_estimated=would,
-                estimate_method="exact count",
-                would_change=would,
-            )
+            return _dry_run(conn, spec, target, ledger, migration_id, partition, label, log, started)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(BATCH_LOCK_TIMEOUT)))
-        with migration_lock(
-            conn, f"{migration_id}:{spec.step}:{partition}", wait_seconds=PARTITION_LOCK_WAIT
-        ):
+        with _partition_lock(conn, f"{migration_id}:{spec.step}:{partition}", label):
             key_range, record = claim_range(
                 conn,
                 ledger,
@@ -159,43 +128,47 @@ def run_backfill(
             resumed_from = record.last_key
             first = resumed_from if resumed_from is not None else key_range.lower
             try:
-                remaining = estimate_rows(conn, target, first, key_range.upper)
-                ledger.start_step(
-                    conn, migration_id, spec.step, partition, rows_total=record.rows_done + remaining.rows
-                )
-                log.info(
-                    "%s: key %s, range %s, %s",
-                    label,
-                    target.key,
-                    key_range.describe(),
-                    f"resuming after key {resumed_from} with {record.rows_done:,} rows done"
-                    if resumed_from is not None
-                    else "starting",
-                )
-                progress = Progress(
-                    label, log, rows_before=record.rows_done, remaining=remaining, every=progress_every
-                )
-                progress.start()
-                run = BackfillWalk(
-                    conn,
-                    spec,
-                    target,
-                    ledger,
-                    migration_id=migration_id,
-                    part=partition,
-                    key_range=key_range,
-                    progress=progress,
-                    log=log,
-                )
-                last = first
-                if not key_range.empty:
-                    with _batch_commits(conn):
-                        last = run.main_pass(first)
-                        run.sweep(last)
-                progress.finish(run.swept)
-                ledger.finish_step(conn, migration_id, spec.step, partition, rows_total=progress.rows_done)
+                with errors.translated(f"{label} of table {target.label}"):
+                    remaining = estimate_rows(conn, target, first, key_range.upper)
+                    ledger.start_step(
+                        conn, migration_id, spec.step, partition, rows_total=record.rows_done + remaining.rows
+                    )
+                    log.info(
+                        "%s: key %s, range %s, %s",
+                        label,
+                        target.key,
+                        key_range.describe(),
+                        f"resuming after key {resumed_from} with {record.rows_done:,} rows done"
+                        if resumed_from is not None
+                        else "starting",
+                    )
+                    progress = Progress(
+                        label, log, rows_before=record.rows_done, remaining=remaining, every=progress_every
+                    )
+                    progress.start()
+                    run = BackfillWalk(
+                        conn,
+                        spec,
+                        target,
+                        ledger,
+                        migration_id=migration_id,
+                        part=partition,
+                        key_range=key_range,
+                        progress=progress,
+                        log=log,
+                    )
+                    run.check_stop(first)
+                    last = first
+                    if not key_range.empty:
+                        with _batch_commits(conn):
+                            last = run.main_pass(first)
+                            run.sweep(last)
+                    progress.finish(run.swept)
+                    ledger.finish_step(
+                        conn, migration_id, spec.step, partition, rows_total=progress.rows_done
+                    )
             except BaseException as exc:
-                _record_failure(conn, ledger, migration_id, spec.step, partition, exc, log)
+                Lifecycle(ledger).record_failure(connect, migration_id, spec.step, exc, log, part=partition)
                 raise
     return BackfillResult(
         table=spec.table,
@@ -214,7 +187,78 @@ def run_backfill(
         resumed_from=resumed_from,
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,
+        splits=run.splits,
     )
+
+
+def _dry_run(
+    conn: psycopg.Connection,
+    spec: BackfillSpec,
+    target: Target,
+    ledger: Ledger,
+    migration_id: str,
+    partition: int,
+    label: str,
+    log: logging.Logger,
+    started: float,
+) -> BackfillResult:
+    """Count the rows the partition would change; write nothing, not even the ledger."""
+    key_range = peek_range(
+        conn,
+        ledger,
+        target,
+        migration_id=migration_id,
+        step=spec.step,
+        part=partition,
+        partitions=spec.partitions,
+    )
+    would = 0 if key_range.empty else count_matching(conn, target, key_range.lower, key_range.upper)
+    log.info(
+        "%s: dry run: %s rows of %s with %s in %s match where %r; they would get SET %s, in batches of "
+        "%s (adapting towards %s), nothing changed",
+        label,
+        f"{would:,}",
+        target.label,
+        target.key,
+        key_range.describe(),
+        spec.where,
+        spec.set,
+        f"{spec.batch_size:,}",
+        spec.target_batch_time,
+    )
+    return BackfillResult(
+        table=spec.table,
+        step=spec.step,
+        part=partition,
+        partitions=spec.partitions,
+        key=target.key,
+        key_range=key_range.describe(),
+        dry_run=True,
+        rows_done=0,
+        rows_this_run=0,
+        rows_swept=0,
+        batches=0,
+        seconds=time.monotonic() - started,
+        last_key=None,
+        resumed_from=None,
+        rows_estimated=would,
+        estimate_method="exact count",
+        would_change=would,
+    )
+
+
+@contextmanager
+def _partition_lock(conn: psycopg.Connection, name: str, label: str) -> Iterator[None]:
+    """The partition's own advisory lock; held elsewhere (a lost worker's backend not gone yet) is transient."""
+    held = False
+    try:
+        with migration_lock(conn, name, wait_seconds=PARTITION_LOCK_WAIT):
+            held = True
+            yield
+    except MigrationLockedError as exc:
+        if held:
+            raise
+        raise BackfillBusyError(f"{label}: another session is running this partition: {exc}") from exc
 
 
 @contextmanager
@@ -231,21 +275,3 @@ def _batch_commits(conn: psycopg.Connection) -> Iterator[None]:
     finally:
         if not conn.closed and not conn.broken:
             conn.execute("RESET synchronous_commit")
-
-
-def _record_failure(
-    conn: psycopg.Connection,
-    ledger: Ledger,
-    migration_id: str,
-    step: str,
-    part: int,
-    exc: BaseException,
-    log: logging.Logger,
-) -> None:
-    """Mark the step failed with the reason, if the connection still works (a lost one cannot)."""
-    try:
-        ledger.finish_step(
-            conn, migration_id, step, part, status="failed", error=f"{type(exc).__name__}: {exc}"
-        )
-    except psycopg.Error as ledger_exc:
-        log.warning("could not record the failure of %s part %d in the ledger: %s", step, part, ledger_exc)

@@ -18,19 +18,16 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
+# BackfillError is re-exported for backfill_ranges, which imports it from here.
+from airflow_provider_expand.engine.backfill_errors import BackfillError as BackfillError
+from airflow_provider_expand.engine.backfill_errors import BackfillInputError
+from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate
+
 _PLACEHOLDER_TABLE = "_expand_backfill_target"
-
-
-class BackfillError(RuntimeError):
-    """A backfill that cannot finish; the message says which table and why."""
-
-
-class BackfillInputError(BackfillError, ValueError):
-    """A bad spec field, found before any row changed; ``field`` names it (``table``, ``set``, ...)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"backfill {field}: {message}")
-        self.field = field
+# A batch may run this many times its target before the engine splits it; never less than the floor.
+STATEMENT_TIMEOUT_FACTOR = 10
+STATEMENT_TIMEOUT_FLOOR = dt.timedelta(seconds=1)
+STATEMENT_TIMEOUT_FIXED = dt.timedelta(seconds=30)  # batches of a fixed size (no target_batch_time)
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,8 @@ class BackfillSpec:
     it adapts towards that time per batch transaction, between ``min_batch_size`` and ``max_batch_size``
     (defaults: ``min(batch_size, 100)`` and ``max(batch_size, 100_000)``). ``max_sweep_rounds`` bounds the
     final sweep: when rows still match ``where`` after that many rounds, something keeps creating them.
+    ``statement_timeout`` bounds each batch statement (default: :attr:`batch_statement_timeout`); a batch
+    that hits it is split in half and retried, down to one row.
     """
 
     table: str
@@ -54,6 +53,7 @@ class BackfillSpec:
     min_batch_size: int | None = None
     max_batch_size: int | None = None
     max_sweep_rounds: int = 20
+    statement_timeout: dt.timedelta | None = None
 
     @property
     def step(self) -> str:
@@ -65,6 +65,15 @@ class BackfillSpec:
         low = self.min_batch_size if self.min_batch_size is not None else min(self.batch_size, 100)
         high = self.max_batch_size if self.max_batch_size is not None else max(self.batch_size, 100_000)
         return low, high
+
+    @property
+    def batch_statement_timeout(self) -> dt.timedelta:
+        """How long one batch statement may run: the spec's value, else 10x the target (at least 1 s)."""
+        if self.statement_timeout is not None:
+            return self.statement_timeout
+        if self.target_batch_time is None:
+            return STATEMENT_TIMEOUT_FIXED
+        return max(self.target_batch_time * STATEMENT_TIMEOUT_FACTOR, STATEMENT_TIMEOUT_FLOOR)
 
     def check(self, partition: int) -> None:
         """The checks that need no database: numbers and ranges."""
@@ -91,6 +100,8 @@ class BackfillSpec:
             raise BackfillInputError("target_batch_time", f"must be > 0, got {self.target_batch_time}")
         if self.pause < dt.timedelta(0):
             raise BackfillInputError("pause", f"must be >= 0, got {self.pause}")
+        if self.statement_timeout is not None and self.statement_timeout < dt.timedelta(milliseconds=1):
+            raise BackfillInputError("statement_timeout", f"must be >= 1ms, got {self.statement_timeout}")
 
 
 @dataclass(frozen=True)
@@ -270,9 +281,10 @@ def _explain(conn: psycopg.Connection, query: sql.Composable, field: str, text: 
         with conn.transaction():
             conn.execute("SET LOCAL lock_timeout = '5s'")
             conn.execute(sql.SQL("EXPLAIN {}").format(query), {})
-    except psycopg.errors.LockNotAvailable as exc:
-        raise BackfillError(f"backfill of {label}: could not check {field}, table is locked: {exc}") from exc
     except psycopg.Error as exc:
+        if is_transient_sqlstate(exc.sqlstate):
+            # a locked table or a lost connection says nothing about the spec: the retry checks again
+            raise database_error(exc, f"backfill of {label}: could not check {field}") from exc
         message = (exc.diag.message_primary or str(exc)).strip()
         raise BackfillInputError(field, f"{text!r} is not valid for table {label}: {message}") from exc
 

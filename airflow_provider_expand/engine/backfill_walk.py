@@ -8,39 +8,43 @@ these rows), updated, and the checkpoint moves to the window's end in the same t
 by the window scanned, not by the rows updated, so a window with nothing to do still moves on. Rows
 skipped because the application held them are caught by the sweep, which ends only when a read finds no
 matching row, and gives up clearly when matching rows keep appearing.
+
+A window (or sweep chunk) that hits the batch ``statement_timeout`` is rolled back and done as its two
+halves, each split again if it times out too, down to a single row, which then fails naming its key.
+Between batches the walk reads the migration's phase (at most once a second) and stops, its last batch
+and checkpoint committed, once a rollback has begun.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from airflow_provider_expand.engine.backfill_pacing import BatchSizer
-from airflow_provider_expand.engine.backfill_plan import (
-    BackfillError,
+from airflow_provider_expand.engine.backfill_batch import BatchRunner, BatchTimedOut
+from airflow_provider_expand.engine.backfill_errors import (
     BackfillInputError,
-    BackfillSpec,
-    Target,
+    BackfillRowTimeoutError,
+    BackfillStoppedError,
+    BackfillSweepError,
 )
+from airflow_provider_expand.engine.backfill_pacing import BatchSizer
+from airflow_provider_expand.engine.backfill_plan import BackfillSpec, Target
 from airflow_provider_expand.engine.backfill_progress import Progress
 from airflow_provider_expand.engine.backfill_ranges import KeyRange
 from airflow_provider_expand.engine.ledger import Ledger
 
-_T = TypeVar("_T")
-
 SWEEP_FIND_LIMIT = 10_000  # matching keys read per sweep round
 SWEEP_CHUNK = 1_000  # of which this many are fixed per sweep transaction
-TRANSIENT_RETRIES = 5
-
-
-class BackfillSweepError(BackfillError):
-    """Rows kept matching ``where`` through every sweep round: something keeps creating them."""
+STOP_CHECK_EVERY = 1.0  # seconds between two reads of the migration's phase
+STOPPING_PHASES = {"rolling_back": "rolling back", "rolled_back": "rolled back"}
 
 
 def _batch_sql(target: Target, has_lower: bool) -> sql.Composed:
@@ -80,7 +84,11 @@ def _fix_sql(target: Target, keys: int) -> sql.Composed:
 
 
 class BackfillWalk:
-    """One partition's run on one connection: :meth:`main_pass`, then :meth:`sweep`."""
+    """One partition's run on one connection: :meth:`main_pass`, then :meth:`sweep`.
+
+    Between batches (at most every ``STOP_CHECK_EVERY`` seconds) it reads the migration's phase and stops
+    once a rollback has begun; a batch that hits its ``statement_timeout`` is split in half and retried.
+    """
 
     def __init__(
         self,
@@ -101,27 +109,29 @@ class BackfillWalk:
         self.progress, self.log, self.sleep = progress, log, sleep
         low, high = spec.batch_bounds
         self.sizer = BatchSizer(spec.batch_size, spec.target_batch_time, low, high)
+        self.batches = BatchRunner(conn, spec.batch_statement_timeout, log=log, sleep=sleep)
         self.swept = 0
+        self.splits = 0
+        self._phase_read_at = -math.inf
 
-    def _transaction(self, work: Callable[..., _T], *args: Any) -> _T:
-        """Run ``work(cur, *args)`` in one transaction; retry lock timeouts, deadlocks, serialization failures."""
-        for attempt in range(TRANSIENT_RETRIES + 1):
-            try:
-                with self.conn.transaction(), self.conn.cursor() as cur:
-                    return work(cur, *args)
-            except (
-                psycopg.errors.LockNotAvailable,
-                psycopg.errors.DeadlockDetected,
-                psycopg.errors.SerializationFailure,
-            ) as exc:
-                if attempt == TRANSIENT_RETRIES:
-                    raise BackfillError(
-                        f"{self.progress.label}: a batch failed {attempt + 1} times: {exc}"
-                    ) from exc
-                delay = 0.2 * 2**attempt
-                self.log.warning("%s: batch hit %s; retrying in %.1fs", self.progress.label, exc, delay)
-                self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def check_stop(self, last: str | None) -> None:
+        """Raise :class:`BackfillStoppedError` if the migration is rolling back (read at most once a second).
+
+        Called between batches only, so the partition ends with its last batch and checkpoint committed.
+        """
+        now = time.monotonic()
+        if now - self._phase_read_at < STOP_CHECK_EVERY:
+            return
+        self._phase_read_at = now
+        record = self.ledger.get(self.conn, self.migration_id)
+        if record is None or record.phase not in STOPPING_PHASES:
+            return
+        where = f"after key {last}" if self.progress.batches else "before its first batch"
+        self.log.warning("%s: the migration is %s; stopping %s", self.progress.label, record.phase, where)
+        raise BackfillStoppedError(
+            f"{self.progress.label}: stopped {where} with {self.progress.rows_done:,} rows done: "
+            f"migration {self.migration_id!r} is {STOPPING_PHASES[record.phase]}"
+        )
 
     def _refuse_unfinished(self, key: str | None) -> None:
         if key is not None:
@@ -165,6 +175,48 @@ class BackfillWalk:
         self._checkpoint(cur, last, int(row[0]))
         return int(row[0])
 
+    def _what(self, rows: int, start: str) -> str:
+        """A batch, named in its errors and logs: the partition, the table and where it starts."""
+        return f"{self.progress.label}: the batch of up to {rows:,} rows of {self.target.label} {start}"
+
+    @staticmethod
+    def _after(key: str | None) -> str:
+        return f"after key {key}" if key is not None else "from the range's start"
+
+    def _split(self, rows: int, start: str, timed_out: BatchTimedOut, single_key: Callable[[], str]) -> int:
+        """The size to retry a timed-out batch of ``rows`` with (half); a single row cannot be split."""
+        timeout = self.spec.batch_statement_timeout
+        if rows <= 1:
+            raise BackfillRowTimeoutError(
+                f"{self.progress.label}: updating the row of {self.target.label} with key {single_key()} "
+                f"alone takes longer than the batch statement_timeout ({timeout}): make set cheaper for "
+                "it, or backfill that row by hand and re-run"
+            ) from timed_out
+        half = rows // 2
+        self.splits += 1
+        self.log.warning(
+            "%s hit statement_timeout (%s) after %.2fs; split: retrying %s rows",
+            self._what(rows, start),
+            timeout,
+            timed_out.seconds,
+            f"{half:,}",
+        )
+        return half
+
+    def _next_key(self, after: str | None, upper: str) -> str:
+        """The first key of the range after ``after``: the one row of a one-row window."""
+        lower = (
+            sql.SQL("{} > %(lower)s").format(self.target.key_ident) if after is not None else sql.SQL("true")
+        )
+        row = self.conn.execute(
+            # Aliased, so that ORDER BY sorts the key itself, not its text form.
+            sql.SQL(
+                "SELECT {k}::text AS next_key FROM {t} WHERE {lower} AND {k} <= %(upper)s ORDER BY {k} LIMIT 1"
+            ).format(k=self.target.key_ident, t=self.target.table, lower=lower),
+            {"lower": after, "upper": upper},
+        ).fetchone()
+        return str(row[0]) if row else "(gone)"
+
     def main_pass(self, last: str | None) -> str | None:
         """Walk ``(last, upper]`` in windows of the batch size; returns the final checkpoint key."""
         upper = self.key_range.upper
@@ -179,11 +231,26 @@ class BackfillWalk:
                 return last
             upper = str(row[0])
         statements = {has: _batch_sql(self.target, has) for has in (False, True)}
+        # A timed-out window is done as its two halves (each split again if it times out too), in order,
+        # before the sizer picks window sizes again: only the slow stretch is walked in small windows.
+        pending: list[int] = []
         while True:
-            size = self.sizer.size
+            self.check_stop(last)
+            size = pending[0] if pending else self.sizer.size
             params = {"lower": last, "upper": upper, "skip": size - 1}
             started = time.monotonic()
-            upto, updated = self._transaction(self._batch, statements[last is not None], params)
+            try:
+                upto, updated = self.batches.run(
+                    self._what(size, self._after(last)), self._batch, statements[last is not None], params
+                )
+            except BatchTimedOut as timed_out:
+                one_key = functools.partial(self._next_key, last, upper)
+                half = self._split(size, self._after(last), timed_out, one_key)
+                pending[:1] = [half, size - half]
+                self.sizer.observe(size, timed_out.seconds)
+                continue
+            if pending:
+                pending.pop(0)
             seconds = time.monotonic() - started
             self.progress.batch(updated, size)
             if upto is None:  # that window ran to the end of the range
@@ -192,6 +259,17 @@ class BackfillWalk:
             self.sizer.observe(size, seconds)
             if self.spec.pause > dt.timedelta(0):
                 self.sleep(self.spec.pause.total_seconds())
+
+    def _fix_keys(self, keys: list[str], last: str | None) -> int:
+        """Sweep ``keys`` in one transaction, or in halves (recursively) when that hits the timeout."""
+        self.check_stop(last)
+        try:
+            return self.batches.run(
+                self._what(len(keys), f"in the sweep from key {keys[0]}"), self._fix, keys, last
+            )
+        except BatchTimedOut as timed_out:
+            half = self._split(len(keys), f"in the sweep from key {keys[0]}", timed_out, lambda: keys[0])
+            return self._fix_keys(keys[:half], last) + self._fix_keys(keys[half:], last)
 
     def sweep(self, last: str | None) -> None:
         """Fix rows of the range that still match ``where`` until a read finds none; bounded in rounds."""
@@ -215,7 +293,7 @@ class BackfillWalk:
                 )
             fixed = 0
             for start in range(0, len(keys), SWEEP_CHUNK):
-                fixed += self._transaction(self._fix, keys[start : start + SWEEP_CHUNK], last)
+                fixed += self._fix_keys(keys[start : start + SWEEP_CHUNK], last)
             self.swept += fixed
             self.progress.batch(fixed, self.sizer.size)
             self.log.info(

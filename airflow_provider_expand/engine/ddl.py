@@ -31,17 +31,18 @@ from .database import Connector, backend_pid
 from .ddl_inspect import IndexName, index_names, invalid_indexes, lock_holders, stale_build
 from .ddl_plan import Group, Plan, plan_phase
 from .index_progress import StatementMonitor
-from .ledger import Ledger, Phase, StepRecord
+from .ledger import Ledger, StepRecord
+from .lifecycle import Event, Lifecycle
 from .lock import migration_lock
 from .statements import Statement
 
 ROLLBACK_STEP = "rollback"  # once it has run, the other phases' checkpoints are stale
 
-# The ledger phases each SQL phase enters when it starts and when it succeeds.
-PHASE_LEDGER: dict[str, tuple[Phase, Phase]] = {
-    "expand": ("expanding", "expanded"),
-    "contract": ("contracting", "completed"),
-    "rollback": ("rolling_back", "rolled_back"),
+# The lifecycle events of each SQL phase: when it starts and when it succeeds.
+PHASE_EVENTS: dict[str, tuple[Event, Event]] = {
+    "expand": (Event.EXPAND_STARTED, Event.EXPANDED),
+    "contract": (Event.CONTRACT_STARTED, Event.CONTRACTED),
+    "rollback": (Event.ROLLBACK_STARTED, Event.ROLLED_BACK),
 }
 
 
@@ -331,16 +332,17 @@ def run_phase(
     policy: DDLPolicy,
     ledger: Ledger,
     log: logging.Logger,
-    phase_start: Phase | None = None,
-    phase_done: Phase | None = None,
+    events: tuple[Event, Event] | None = None,
     dry_run: bool = False,
     dag_id: str | None = None,
     run_id: str | None = None,
 ) -> PhaseResult:
     """Apply ``statements`` as step ``step`` of ``migration_id``, under the migration's advisory lock.
 
-    Resumes after the last group the ledger records as applied; a phase already complete is a no-op.
-    On failure the step is marked failed with the error and the migration's phase becomes ``failed``.
+    Resumes after the last group the ledger records as applied; a phase already complete is a no-op, and so
+    is the expand once the contract has started (forward-only). ``events`` move the migration's lifecycle
+    when the phase starts and when it succeeds; their guards run before any statement. A failure is
+    recorded through the lifecycle (the step failed, and ``failed`` unless forward-only or transient).
     """
     plan = plan_phase(statements)
     groups = plan.groups
@@ -351,12 +353,17 @@ def run_phase(
         wait = policy.migration_lock_wait.total_seconds()
         with migration_lock(control, migration_id, wait_seconds=wait):
             ledger.ensure(control)
+            lifecycle = Lifecycle(ledger)
+            migration = ledger.get(control, migration_id)
+            if step == "expand" and (reason := lifecycle.noop_reason(migration, step)):
+                log.info(reason)
+                return PhaseResult(step, len(groups), 0, len(groups))
             record, done = _applied(control, ledger, plan, migration_id, step)
             if record is not None and record.status == "success" and done == len(groups):
                 log.info("%s of %s already completed (%d groups): nothing to do", step, migration_id, done)
                 return PhaseResult(step, len(groups), 0, done)
-            if phase_start:
-                ledger.set_phase(control, migration_id, phase_start, dag_id=dag_id, run_id=run_id)
+            if events:
+                lifecycle.move(control, migration_id, events[0], dag_id=dag_id, run_id=run_id)
             ledger.start_step(control, migration_id, step, rows_total=plan.statement_count)
             if done:
                 log.info("resuming %s: groups 1-%d were applied by an earlier try", step, done)
@@ -388,11 +395,11 @@ def run_phase(
                             time.monotonic() - began,
                         )
             except BaseException as exc:
-                _record_failure(control, ledger, migration_id, step, exc, log)
+                lifecycle.record_failure(connect, migration_id, step, exc, log)
                 raise
             ledger.finish_step(control, migration_id, step, rows_total=plan.statement_count)
-            if phase_done:
-                ledger.set_phase(control, migration_id, phase_done, dag_id=dag_id, run_id=run_id)
+            if events:
+                lifecycle.move(control, migration_id, events[1], dag_id=dag_id, run_id=run_id)
             log.info(
                 "%s of %s completed: %d group(s) applied now, %d earlier",
                 step,
@@ -415,22 +422,6 @@ def _applied(
             "the DAG's begin task does this after a rollback)"
         )
     return record, plan.resume_point(record.last_key if record else None)
-
-
-def _record_failure(
-    control: psycopg.Connection,
-    ledger: Ledger,
-    migration_id: str,
-    step: str,
-    exc: BaseException,
-    log: logging.Logger,
-) -> None:
-    error = str(exc) or type(exc).__name__
-    try:
-        ledger.finish_step(control, migration_id, step, status="failed", error=error)
-        ledger.set_phase(control, migration_id, "failed")
-    except psycopg.Error as ledger_exc:  # the original error matters more; say why the ledger lags
-        log.error("could not record the failure of %s in the ledger: %s", step, ledger_exc)
 
 
 def _dry_run(

@@ -37,6 +37,7 @@ from airflow_provider_expand.engine.index_spec import (
     resolve_index,
 )
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 
 __all__ = [
     "IndexBuildError",
@@ -241,18 +242,6 @@ def _policy(name: str, lock_timeout: timedelta, ddl_retries: int) -> LockRetryPo
         raise IndexSpecError(name, field, str(exc)) from exc
 
 
-def _record_failure(
-    connect: Connector, ledger: Ledger, migration_id: str, step: str, exc: BaseException, log: logging.Logger
-) -> None:
-    """Write the failure on a fresh connection: the working one may be what broke."""
-    try:
-        with closing(connect()) as conn:
-            conn.autocommit = True
-            ledger.finish_step(conn, migration_id, step, status="failed", error=str(exc))
-    except psycopg.Error as ledger_exc:
-        log.warning("could not record the failure of %s in the ledger: %s", step, ledger_exc)
-
-
 def build_index(
     connect: Connector,
     spec: IndexSpec,
@@ -293,7 +282,7 @@ def build_index(
             try:
                 action, builds = builder.converge(max_rebuilds)
             except Exception as exc:
-                _record_failure(connect, ledger, migration_id, step, exc, log)
+                Lifecycle(ledger).record_failure(connect, migration_id, step, exc, log)
                 raise
             ledger.finish_step(conn, migration_id, step, status="success")
     elapsed = timedelta(seconds=time.monotonic() - started)
@@ -393,7 +382,7 @@ def drop_index(
                     log=log,
                 )
         except Exception as exc:
-            _record_failure(connect, ledger, migration_id, step, exc, log)
+            Lifecycle(ledger).record_failure(connect, migration_id, step, exc, log)
             raise
         ledger.finish_step(conn, migration_id, step, status="success")
     log.info("%s dropped (%.1f s)", label, _since(started).total_seconds())

@@ -14,6 +14,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from .errors import DefinitiveError
+
 DEFAULT_SCHEMA = "airflow_expand"
 
 Phase = Literal[
@@ -31,17 +33,15 @@ Phase = Literal[
 ]
 PHASES: tuple[str, ...] = get_args(Phase)
 
+
+class LedgerVersionError(DefinitiveError):
+    """The ledger was written by a newer release than this one."""
+
+
 StepStatus = Literal["running", "success", "failed", "skipped"]
 
-# Entering one of these phases stamps the matching column (first time only, so a retry keeps it).
-PHASE_STAMPS: dict[str, str] = {
-    "expanded": "expanded_at",
-    "deployed": "deployed_at",
-    "backfilled": "backfilled_at",
-    "contracting": "soaked_at",
-    "completed": "contracted_at",
-    "rolled_back": "rolled_back_at",
-}
+# The ledger's own schema version; :meth:`Ledger.ensure` upgrades an older ledger in place.
+LEDGER_VERSION = 2
 
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -72,7 +72,41 @@ CREATE TABLE IF NOT EXISTS {schema}.steps (
     error text,
     PRIMARY KEY (migration_id, step, part)
 );
+CREATE TABLE IF NOT EXISTS {schema}.ledger_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version int NOT NULL
+);
 """
+
+# version -> the statements that bring a ledger of the version before it up to it. Version 1 (the first
+# release) had no ledger_version table and no contract_started_at: a contract that started there shows as
+# phase contracting/completed, or as failed with a contract step (the first release overwrote the phase).
+_UPGRADES: dict[int, str] = {
+    2: """
+ALTER TABLE {schema}.migrations ADD COLUMN IF NOT EXISTS contract_started_at timestamptz;
+UPDATE {schema}.migrations m SET contract_started_at = coalesce(
+        (SELECT min(s.started_at) FROM {schema}.steps s WHERE s.migration_id = m.id AND s.step = 'contract'),
+        m.soaked_at, m.updated_at)
+ WHERE m.contract_started_at IS NULL
+   AND (m.phase IN ('contracting', 'completed')
+        OR EXISTS (SELECT 1 FROM {schema}.steps s WHERE s.migration_id = m.id AND s.step = 'contract'));
+UPDATE {schema}.migrations m SET phase = 'contracting'
+ WHERE m.phase = 'failed' AND m.contract_started_at IS NOT NULL;
+""",
+}
+
+_LOCK_KEY = "airflow_expand:ledger"
+
+# The moments a migration's row records, in the order they happen (``airflow-expand status`` prints them).
+STAMP_COLUMNS = (
+    "expanded_at",
+    "deployed_at",
+    "backfilled_at",
+    "soaked_at",
+    "contract_started_at",
+    "contracted_at",
+    "rolled_back_at",
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +124,7 @@ class MigrationRecord:
     contracted_at: dt.datetime | None
     rolled_back_at: dt.datetime | None
     updated_at: dt.datetime
+    contract_started_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -123,10 +158,46 @@ class Ledger:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
     def ensure(self, conn: psycopg.Connection) -> None:
-        """Create the schema and tables if missing (serialised, so parallel first uses do not race)."""
+        """Create the ledger, or upgrade an older one in place; free when it is current (no lock taken)."""
+        if self.version(conn) == LEDGER_VERSION:
+            return
+        schema = sql.Identifier(self.schema)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('airflow_expand:ledger', 0))")
-            conn.execute(sql.SQL(_DDL).format(schema=sql.Identifier(self.schema)))
+            # serialised, so parallel first uses (backfill partitions) do not race
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK_KEY,))
+            found = self.version(conn)
+            if found == LEDGER_VERSION:
+                return
+            if found is not None and found > LEDGER_VERSION:
+                raise LedgerVersionError(
+                    f"the ledger {self.schema} is at version {found}, newer than this release understands "
+                    f"({LEDGER_VERSION}): upgrade airflow-provider-expand on every worker"
+                )
+            conn.execute(sql.SQL(_DDL).format(schema=schema))
+            for version in range((found or 1) + 1, LEDGER_VERSION + 1):
+                conn.execute(sql.SQL(_UPGRADES[version]).format(schema=schema))
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.ledger_version (version) VALUES (%(v)s)"
+                    " ON CONFLICT (only_row) DO UPDATE SET version = %(v)s"
+                ).format(schema),
+                {"v": LEDGER_VERSION},
+            )
+
+    def version(self, conn: psycopg.Connection) -> int | None:
+        """The ledger's schema version: None when absent, 1 for a first-release ledger (no version table)."""
+        row = conn.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)",
+            (f'"{self.schema}".migrations', f'"{self.schema}".ledger_version'),
+        ).fetchone()
+        if not row or row[0] is None:
+            return None
+        if row[1] is None:
+            return 1
+        found = conn.execute(
+            sql.SQL("SELECT max(version) FROM {}.ledger_version").format(sql.Identifier(self.schema))
+        ).fetchone()
+        return int(found[0]) if found and found[0] is not None else 1
 
     def installed(self, conn: psycopg.Connection) -> bool:
         """Whether the ledger tables exist (a dry run must not create them)."""
@@ -135,49 +206,56 @@ class Ledger:
 
     # -- migrations ---------------------------------------------------------------------------
 
-    def get(self, conn: psycopg.Connection, migration_id: str) -> MigrationRecord | None:
+    def get(
+        self, conn: psycopg.Connection, migration_id: str, *, for_update: bool = False
+    ) -> MigrationRecord | None:
+        lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                sql.SQL("SELECT * FROM {} WHERE id = %s").format(self._t("migrations")), (migration_id,)
+                sql.SQL("SELECT * FROM {} WHERE id = %s{}").format(self._t("migrations"), lock),
+                (migration_id,),
             )
             row = cur.fetchone()
         return MigrationRecord(**row) if row else None
 
-    def set_phase(
+    def create(
+        self, conn: psycopg.Connection, migration_id: str, *, dag_id: str | None, run_id: str | None
+    ) -> None:
+        """The migration's row in phase ``pending``, if it has none yet."""
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {t} (id, dag_id, run_id, phase) VALUES (%(id)s, %(dag)s, %(run)s, 'pending')"
+                " ON CONFLICT (id) DO NOTHING"
+            ).format(t=self._t("migrations")),
+            {"id": migration_id, "dag": dag_id, "run": run_id},
+        )
+
+    def write_phase(
         self,
         conn: psycopg.Connection,
         migration_id: str,
-        phase: Phase,
+        phase: Phase | None,
         *,
+        stamps: tuple[str, ...] = (),
         dag_id: str | None = None,
         run_id: str | None = None,
     ) -> None:
-        """Move ``migration_id`` to ``phase`` (creating its row), stamping the phase's time column."""
-        if phase not in PHASES:
+        """Write ``phase`` (None: keep it) and stamp ``stamps`` the first time. Only the lifecycle calls this,
+        once it has checked the transition (``engine.lifecycle``)."""
+        if phase is not None and phase not in PHASES:
             raise ValueError(f"unknown ledger phase {phase!r}; expected one of {', '.join(PHASES)}")
-        stamp = PHASE_STAMPS.get(phase)
-        stamp_sql: sql.Composable = sql.SQL("")
-        if stamp:
-            col = sql.Identifier(stamp)
-            stamp_sql = sql.SQL(", {col} = coalesce({t}.{col}, now())").format(
-                col=col, t=self._t("migrations")
-            )
-        with conn.transaction():
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {t} (id, dag_id, run_id, phase) VALUES (%(id)s, %(dag)s, %(run)s, 'pending')"
-                    " ON CONFLICT (id) DO NOTHING"
-                ).format(t=self._t("migrations")),
-                {"id": migration_id, "dag": dag_id, "run": run_id},
-            )
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {t} SET phase = %(phase)s, updated_at = now(),"
-                    " dag_id = coalesce(%(dag)s, dag_id), run_id = coalesce(%(run)s, run_id){stamp}"
-                    " WHERE id = %(id)s"
-                ).format(t=self._t("migrations"), stamp=stamp_sql),
-                {"id": migration_id, "phase": phase, "dag": dag_id, "run": run_id},
-            )
+        t = self._t("migrations")
+        sets = [
+            sql.SQL(", {col} = coalesce({t}.{col}, now())").format(col=sql.Identifier(c), t=t) for c in stamps
+        ]
+        conn.execute(
+            sql.SQL(
+                "UPDATE {t} SET phase = coalesce(%(phase)s, phase), updated_at = now(),"
+                " dag_id = coalesce(%(dag)s, dag_id), run_id = coalesce(%(run)s, run_id){stamps}"
+                " WHERE id = %(id)s"
+            ).format(t=t, stamps=sql.SQL("").join(sets)),
+            {"id": migration_id, "phase": phase, "dag": dag_id, "run": run_id},
+        )
 
     def reset(self, conn: psycopg.Connection, migration_id: str, *, run_id: str | None = None) -> None:
         """Start a migration over (after a rollback): clear its stamps and its step checkpoints."""
@@ -185,7 +263,8 @@ class Ledger:
             conn.execute(
                 sql.SQL(
                     "UPDATE {t} SET phase = 'pending', run_id = coalesce(%s, run_id), expanded_at = NULL,"
-                    " deployed_at = NULL, backfilled_at = NULL, soaked_at = NULL, contracted_at = NULL,"
+                    " deployed_at = NULL, backfilled_at = NULL, soaked_at = NULL, contract_started_at = NULL,"
+                    " contracted_at = NULL,"
                     " updated_at = now() WHERE id = %s"
                 ).format(t=self._t("migrations")),
                 (run_id, migration_id),

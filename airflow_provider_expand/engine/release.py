@@ -15,6 +15,7 @@ from docker import APIClient
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.deploy import DeployResult, deploy, running_image
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 
 DEPLOY_STEP = "deploy"
 ROLLBACK_STEP = "rollback:deploy"
@@ -76,7 +77,7 @@ def release(
     with connect() as conn:
         conn.autocommit = True
         ledger.finish_step(conn, migration_id, DEPLOY_STEP)
-        ledger.set_phase(conn, migration_id, "deployed")
+        Lifecycle(ledger).move(conn, migration_id, Event.DEPLOYED)
     return result
 
 

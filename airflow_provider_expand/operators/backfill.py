@@ -3,7 +3,8 @@
 One task backfills one partition; with ``partitions > 1`` the DAG maps it over ``partition`` so the key
 ranges run in parallel on as many workers. A retry (or a new run) resumes from the ledger checkpoint.
 The task log is the monitor: rows done / estimated total, rows per second, batch size and ETA at least
-every 5 s. Migration phases are the DAG's business, not this task's.
+every 5 s. Migration phases are the DAG's business, not this task's. Failures leave as the engine's errors
+(``engine/errors.py``), so the DAG's retry policy retries the transient ones and fails at once on the rest.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-import psycopg
 from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.backfill import BackfillInputError, BackfillSpec, run_backfill
+from airflow_provider_expand.engine.errors import DatabaseStatementError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
+
+# undefined column / table: what a dry run meets before the expand that adds them has been applied
+_UNDEFINED_SQLSTATES = ("42703", "42P01")
 
 
 def _whole(value: object, field: str) -> int:
@@ -43,7 +49,7 @@ def _duration(value: object, field: str) -> timedelta:
     raise BackfillInputError(field, f"must be a timedelta or a number of seconds, got {value!r}")
 
 
-class BatchBackfillOperator(BaseOperator):
+class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
     """Run ``UPDATE <table> SET <set> WHERE <where>`` in short ``SKIP LOCKED`` batches, resumably.
 
     ``batch_size`` and ``dry_run`` are templated (the DAG's trigger params); strings such as ``"500"``
@@ -106,6 +112,11 @@ class BatchBackfillOperator(BaseOperator):
             dry_run = as_bool(self.is_dry_run)
         except ValueError as exc:
             raise BackfillInputError("dry_run", str(exc)) from None
+        step = f"backfill:{self.table}"
+        if not dry_run and forward_only_noop(
+            self.postgres_conn_id, self.ledger_schema, self.migration_id, step, cast(logging.Logger, self.log)
+        ):
+            return {"table": self.table, "skipped": "the contract has started"}
         try:
             result = run_backfill(
                 postgres_connector(self.postgres_conn_id),
@@ -116,8 +127,10 @@ class BatchBackfillOperator(BaseOperator):
                 dry_run=dry_run,
                 ledger=Ledger(self.ledger_schema),
             )
-        except (BackfillInputError, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable) as exc:
-            if not dry_run:
+        except (BackfillInputError, DatabaseStatementError) as exc:
+            if not dry_run or (
+                isinstance(exc, DatabaseStatementError) and exc.sqlstate not in _UNDEFINED_SQLSTATES
+            ):
                 raise
             # a dry run does not apply the expand, so the columns this step fills may not exist yet
             self.log.warning("dry run: cannot check this backfill before the expand is applied: %s", exc)

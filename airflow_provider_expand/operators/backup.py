@@ -22,6 +22,7 @@ from airflow_provider_expand.engine.backup import (
 )
 from airflow_provider_expand.engine.pg_tools import PgTarget
 from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
 def pg_target(postgres_conn_id: str) -> tuple[PgTarget, int]:
@@ -34,7 +35,7 @@ def pg_target(postgres_conn_id: str) -> tuple[PgTarget, int]:
     return target, major
 
 
-class PgDumpOperator(BaseOperator):
+class PgDumpOperator(ClassifiedErrors, BaseOperator):
     """``pg_dump -Fc`` of the target database to ``<directory>/<prefix><YYYYMMDD_HHMM>.dump``; returns its path.
 
     The file is private (0600) and appears under its final name only once complete and readable.
@@ -74,7 +75,7 @@ class PgDumpOperator(BaseOperator):
         return str(path)
 
 
-class PgRestoreOperator(BaseOperator):
+class PgRestoreOperator(ClassifiedErrors, BaseOperator):
     """``pg_restore --clean --if-exists`` of ``dump_path``: restores the backup and loses later writes.
 
     ``confirm`` (templated, e.g. ``{{ params.confirm }}``) must equal the target database's name, or the

@@ -17,7 +17,9 @@ from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
 from airflow_provider_expand.engine.deploy import DeployResult, docker_client
+from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.engine.release import (
     DeployTarget,
     recorded_previous_image,
@@ -27,6 +29,7 @@ from airflow_provider_expand.engine.release import (
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.queues import RollbackQueueHold
+from airflow_provider_expand.retries import ClassifiedErrors
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
@@ -41,7 +44,7 @@ def docker_api(docker_url: str | None = None, docker_conn_id: str | None = None)
     return docker_client(docker_url or DEFAULT_DOCKER_URL)
 
 
-class DockerDeployOperator(BaseOperator):
+class DockerDeployOperator(ClassifiedErrors, BaseOperator):
     """Recreate ``container`` on ``image`` and wait for ``health_url``; with ``rollback``, go back to the
     image the ledger recorded before the deploy (skipped when there was no deploy)."""
 
@@ -85,9 +88,17 @@ class DockerDeployOperator(BaseOperator):
             what = "roll back" if self.rollback else f"deploy {self.image} to"
             self.log.info("dry run: would %s container %s", what, self.target.container)
             return None
-        client = docker_api(self.docker_url, self.docker_conn_id)
         connect = postgres_connector(self.postgres_conn_id)
         ledger = Ledger(self.ledger_schema)
+        lifecycle = Lifecycle(ledger)
+        with connect() as conn:
+            record = lifecycle.record(conn, self.migration_id)
+        if self.rollback and (refused := lifecycle.refuse_rollback(record)):
+            raise GuardRefusedError(refused.replace("rollback.sql", "the old container"))
+        if not self.rollback and (reason := lifecycle.noop_reason(record, self.task_id)):
+            self.log.info(reason)
+            return None
+        client = docker_api(self.docker_url, self.docker_conn_id)
         if self.rollback:
             swapped: list[DeployResult | None] = []
 

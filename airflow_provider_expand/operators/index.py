@@ -16,8 +16,10 @@ from airflow.sdk import BaseOperator, Context
 from airflow_provider_expand.engine.index import IndexSpec, build_index, drop_index
 from airflow_provider_expand.engine.index_spec import IndexSpecError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
 def _as_timedelta(value: timedelta | float, field: str) -> timedelta:
@@ -29,7 +31,7 @@ def _as_timedelta(value: timedelta | float, field: str) -> timedelta:
     raise TypeError(f"{field} must be a timedelta or a number of seconds, got {value!r}")
 
 
-class ConcurrentIndexOperator(BaseOperator):
+class ConcurrentIndexOperator(ClassifiedErrors, BaseOperator):
     """Build ``CREATE [UNIQUE] INDEX CONCURRENTLY`` until a VALID index matching the spec exists.
 
     An invalid index of the same name is dropped concurrently and rebuilt (up to ``max_rebuilds``
@@ -86,6 +88,14 @@ class ConcurrentIndexOperator(BaseOperator):
             using=self.using or None,
         )
         dry_run = as_bool(self.is_dry_run)
+        if not dry_run and forward_only_noop(
+            self.postgres_conn_id,
+            self.ledger_schema,
+            self.migration_id,
+            self.task_id,
+            cast(logging.Logger, self.log),
+        ):
+            return {"index": self.index_name, "skipped": "the contract has started"}
         try:
             result = build_index(
                 postgres_connector(self.postgres_conn_id),
@@ -108,7 +118,7 @@ class ConcurrentIndexOperator(BaseOperator):
         return result.as_dict()
 
 
-class DropIndexConcurrentlyOperator(BaseOperator):
+class DropIndexConcurrentlyOperator(ClassifiedErrors, BaseOperator):
     """``DROP INDEX CONCURRENTLY IF EXISTS`` with lock retries, for the contract phase; idempotent."""
 
     template_fields: Sequence[str] = ("is_dry_run",)

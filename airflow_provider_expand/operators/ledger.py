@@ -1,7 +1,8 @@
 """The DAG's bookends: ``begin`` claims the migration in the ledger, ``done`` marks it completed.
 
 ``begin`` is what makes a re-run of a completed migration a no-op (it skips everything downstream) and a
-re-run after a rollback start over (it resets the ledger), while a re-run after a plain failure resumes.
+re-run after a rollback start over (it resets the ledger), while a re-run after a plain failure resumes
+(after a failed contract: the contract resumes, the steps before it succeed without doing anything).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger, Phase
+from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, forward_only
 from airflow_provider_expand.engine.verify import snapshot
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
 def _run_id(context: Context) -> str | None:
@@ -23,7 +26,7 @@ def _run_id(context: Context) -> str | None:
     return str(dag_run.run_id) if dag_run is not None else None
 
 
-class MigrationGateOperator(BaseOperator):
+class MigrationGateOperator(ClassifiedErrors, BaseOperator):
     """Claims the migration for this run and returns the RLS state of the tables the expand touches."""
 
     template_fields: Sequence[str] = ("is_dry_run",)
@@ -47,14 +50,12 @@ class MigrationGateOperator(BaseOperator):
         self.is_dry_run = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
-        ledger = Ledger(self.ledger_schema)
+        lifecycle = Lifecycle(Ledger(self.ledger_schema))
         connect = postgres_connector(self.postgres_conn_id)
         dry_run = as_bool(self.is_dry_run)
         with connect() as conn:
             conn.autocommit = True
-            if not dry_run:
-                ledger.ensure(conn)
-            record = ledger.get(conn, self.migration_id) if ledger.installed(conn) else None
+            record = lifecycle.record(conn, self.migration_id)
             if record is not None and record.phase == "completed":
                 raise AirflowSkipException(
                     f"migration {self.migration_id} already completed (contracted at {record.contracted_at}); "
@@ -66,23 +67,30 @@ class MigrationGateOperator(BaseOperator):
                 )
             elif record is not None and record.phase == "rolled_back":
                 self.log.info("migration was rolled back at %s: starting over", record.rolled_back_at)
-                ledger.reset(conn, self.migration_id, run_id=_run_id(context))
-            elif record is not None:
-                self.log.info(
-                    "resuming migration from phase %s (earlier run %s)", record.phase, record.run_id
-                )
-                ledger.set_phase(conn, self.migration_id, record.phase, run_id=_run_id(context))  # type: ignore[arg-type]
+                lifecycle.move(conn, self.migration_id, Event.START_OVER, run_id=_run_id(context))
             else:
-                ledger.set_phase(
-                    conn, self.migration_id, "pending", dag_id=self.dag_id, run_id=_run_id(context)
+                if record is not None and forward_only(record):
+                    self.log.warning(
+                        "the contract of %s started at %s (earlier run %s): the migration is forward-only; "
+                        "this run resumes the contract, the steps before it do nothing",
+                        self.migration_id,
+                        record.contract_started_at,
+                        record.run_id,
+                    )
+                elif record is not None:
+                    self.log.info(
+                        "resuming migration from phase %s (earlier run %s)", record.phase, record.run_id
+                    )
+                lifecycle.move(
+                    conn, self.migration_id, Event.BEGIN, dag_id=self.dag_id, run_id=_run_id(context)
                 )
         before = snapshot(connect, self.tables)
         self.log.info("RLS state before expand: %s", before.to_json())
         return before.to_json()
 
 
-class LedgerPhaseOperator(BaseOperator):
-    """Moves the migration to ``phase`` in the ledger (``done`` -> ``completed``)."""
+class LedgerPhaseOperator(ClassifiedErrors, BaseOperator):
+    """Moves the migration's lifecycle by ``event`` (``done``: completed)."""
 
     template_fields: Sequence[str] = ("is_dry_run",)
 
@@ -91,7 +99,7 @@ class LedgerPhaseOperator(BaseOperator):
         *,
         migration_id: str,
         postgres_conn_id: str,
-        phase: Phase,
+        event: Event,
         ledger_schema: str = DEFAULT_SCHEMA,
         dry_run: bool | str = False,
         **kwargs: Any,
@@ -99,15 +107,17 @@ class LedgerPhaseOperator(BaseOperator):
         super().__init__(**kwargs)
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
-        self.phase: Phase = phase
+        self.event = event
         self.ledger_schema = ledger_schema
         self.is_dry_run = dry_run
 
     def execute(self, context: Context) -> None:
         if as_bool(self.is_dry_run):
-            self.log.info("dry run: would set phase %s", self.phase)
+            self.log.info("dry run: would record %s", self.event.value)
             return
         with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
-            Ledger(self.ledger_schema).set_phase(conn, self.migration_id, self.phase, run_id=_run_id(context))
-        self.log.info("migration %s is now %s", self.migration_id, self.phase)
+            record = Lifecycle(Ledger(self.ledger_schema)).move(
+                conn, self.migration_id, self.event, run_id=_run_id(context)
+            )
+        self.log.info("migration %s is now %s", self.migration_id, record.phase)

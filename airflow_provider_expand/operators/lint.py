@@ -8,15 +8,17 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from airflow_provider_expand.engine.errors import DefinitiveError
 from airflow_provider_expand.engine.lint import lint_migration
+from airflow_provider_expand.retries import ClassifiedErrors
 from airflow_provider_expand.spec import load_migration
 
 
-class LintFindingsError(RuntimeError):
+class LintFindingsError(DefinitiveError):
     """The migration has findings; the message lists each as ``file:line: CODE message — alternative``."""
 
 
-class LintOperator(BaseOperator):
+class LintOperator(ClassifiedErrors, BaseOperator):
     """Loads the migration folder (spec errors fail here too) and lints every SQL file against its phase."""
 
     template_fields: Sequence[str] = ()

@@ -8,8 +8,9 @@ the command line (where ``docker inspect`` and ``ps`` would show it).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.postgres.hooks.postgres import PostgresHook
@@ -17,9 +18,12 @@ from airflow.sdk import Context
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import DEFAULT_DOCKER_URL
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 EXPAND_STEP = "expand"
 
@@ -30,7 +34,7 @@ def database_url(postgres_conn_id: str) -> str:
     return str(url.render_as_string(hide_password=False))
 
 
-class MigratorOperator(DockerOperator):
+class MigratorOperator(ClassifiedErrors, DockerOperator):
     """Runs ``command`` in ``image`` as the migration's expand, recorded in the ledger like expand.sql.
 
     ``network_mode`` defaults to ``host`` so the container reaches the database at the address the Airflow
@@ -78,6 +82,9 @@ class MigratorOperator(DockerOperator):
         if as_bool(self.is_dry_run):
             self.log.info("dry run: would run %s in %s", self.command, self.image)
             return None
+        log = cast(logging.Logger, self.log)
+        if forward_only_noop(self.postgres_conn_id, self.ledger_schema, self.migration_id, self.task_id, log):
+            return None
         url = database_url(self.postgres_conn_id)
         mask_secret(url)
         private: dict[str, str] = dict(getattr(self, "_private_environment", None) or {})
@@ -87,20 +94,20 @@ class MigratorOperator(DockerOperator):
         with connect() as conn:
             conn.autocommit = True
             ledger.ensure(conn)
-            ledger.set_phase(conn, self.migration_id, "expanding")
+            done = ledger.step(conn, self.migration_id, EXPAND_STEP)
+            if done is not None and done.status == "success":
+                self.log.info("the migrator of %s already succeeded: nothing to do", self.migration_id)
+                return None
+            Lifecycle(ledger).move(conn, self.migration_id, Event.EXPAND_STARTED)
             ledger.start_step(conn, self.migration_id, EXPAND_STEP)
         self.log.info("running the app's migrator in %s: %s", self.image, self.command)
         try:
             result = super().execute(context)
         except Exception as exc:
-            with connect() as conn:
-                conn.autocommit = True
-                ledger.finish_step(
-                    conn, self.migration_id, EXPAND_STEP, status="failed", error=str(exc)[:2000]
-                )
+            Lifecycle(ledger).record_failure(connect, self.migration_id, EXPAND_STEP, exc, log)
             raise
         with connect() as conn:
             conn.autocommit = True
             ledger.finish_step(conn, self.migration_id, EXPAND_STEP)
-            ledger.set_phase(conn, self.migration_id, "expanded")
+            Lifecycle(ledger).move(conn, self.migration_id, Event.EXPANDED)
         return result

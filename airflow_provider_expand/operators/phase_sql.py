@@ -14,16 +14,17 @@ from typing import Any, Literal, cast, get_args
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_provider_expand.engine.ddl import PHASE_LEDGER, DDLPolicy, run_phase
+from airflow_provider_expand.engine.ddl import PHASE_EVENTS, DDLPolicy, run_phase
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.statements import load_statements
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 PhaseName = Literal["expand", "contract", "rollback"]
 
 
-class PhaseSQLOperator(BaseOperator):
+class PhaseSQLOperator(ClassifiedErrors, BaseOperator):
     """Apply ``sql_file`` as the ``phase`` of ``migration_id`` with ``lock_timeout`` and lock retries.
 
     ``dry_run`` (attribute ``is_dry_run``: ``BaseOperator.dry_run`` is a method) logs the plan and changes
@@ -67,7 +68,6 @@ class PhaseSQLOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, object]:
         statements = load_statements(self.sql_path())
-        phase_start, phase_done = PHASE_LEDGER[self.phase]
         dag_run = context.get("dag_run")
         result = run_phase(
             postgres_connector(self.postgres_conn_id),
@@ -77,8 +77,7 @@ class PhaseSQLOperator(BaseOperator):
             policy=self.policy,
             ledger=Ledger(self.ledger_schema),
             log=cast(logging.Logger, self.log),  # Airflow's structlog logger takes %-style args too
-            phase_start=phase_start,
-            phase_done=phase_done,
+            events=PHASE_EVENTS[self.phase],
             dry_run=self._dry_run_flag(),
             dag_id=self.dag_id,
             run_id=str(dag_run.run_id) if dag_run is not None else None,

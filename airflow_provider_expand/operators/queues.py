@@ -40,6 +40,7 @@ from airflow_provider_expand.engine.queues import (
 )
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 REDIS_TIMEOUT = dt.timedelta(seconds=10)
 Result = TypeVar("Result")
@@ -71,7 +72,7 @@ def _check_layout(layout: str) -> str:
     return layout
 
 
-class _QueuesOperator(BaseOperator):
+class _QueuesOperator(ClassifiedErrors, BaseOperator):
     """What pause and resume share: the queues, their Redis connection, and errors that name it."""
 
     def __init__(

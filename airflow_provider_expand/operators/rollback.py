@@ -1,7 +1,8 @@
 """``RollbackOperator``: the runbook's 'Rollback Rapid' — rollback.sql, only when there is something to undo.
 
 Its trigger rule is ONE_FAILED, and Airflow counts an upstream_failed as failed: a preflight or drain
-failure (nothing applied yet) would trigger it too. The ledger tells whether expand ever started.
+failure (nothing applied yet) would trigger it too. The ledger tells whether expand ever started, and the
+lifecycle whether the contract did (then the migration is forward-only and this task refuses).
 """
 
 from __future__ import annotations
@@ -13,19 +14,22 @@ from typing import Any, cast
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, wait_for_steps_to_stop
 from airflow_provider_expand.engine.release import DeployTarget, recorded_previous_image, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 from airflow_provider_expand.operators.queues import RollbackQueueHold
 
-# Phases in which the schema may hold part or all of the expand.
-_EXPANDED = {"expanding", "expanded", "deployed", "backfilled", "soaking", "rolling_back", "failed"}
+# How long the rollback waits for sibling backfill partitions to see ``rolling_back`` and stop.
+SIBLINGS_STOP_WAIT = 60.0
 
 
 class RollbackOperator(PhaseSQLOperator):
-    """Runs rollback.sql when the ledger shows the expand started; skips (nothing to undo) otherwise."""
+    """Runs rollback.sql when the expand started and the contract did not; skips when there is nothing to
+    undo, and fails (refusing, forward-only) once the contract has started."""
 
     ui_color = "#f8d7da"
 
@@ -51,24 +55,35 @@ class RollbackOperator(PhaseSQLOperator):
         roll_back_release(client, connect, Ledger(self.ledger_schema), self.migration_id, target, log)
 
     def execute(self, context: Context) -> dict[str, object]:
-        ledger = Ledger(self.ledger_schema)
+        lifecycle = Lifecycle(Ledger(self.ledger_schema))
+        dry_run = self._dry_run_flag()
         with postgres_connector(self.postgres_conn_id)() as conn:
-            record = ledger.get(conn, self.migration_id) if ledger.installed(conn) else None
-            expand_step = ledger.step(conn, self.migration_id, "expand") if record else None
-        if record is None or (record.phase not in _EXPANDED and expand_step is None):
-            raise AirflowSkipException(
-                f"nothing to roll back: the expand of {self.migration_id} never started "
-                f"(ledger phase {record.phase if record else 'absent'})"
-            )
-        if record.phase in ("contracting", "completed"):
-            raise RuntimeError(
-                f"refusing rollback.sql: {self.migration_id} is {record.phase}; the contract has begun and the "
-                "new code relies on the expanded schema. Use the restore_from_backup DAG as a last resort."
-            )
-        self.log.warning("rolling back %s from phase %s", self.migration_id, record.phase)
-        if self.deploy is not None and not self._dry_run_flag():
+            conn.autocommit = True
+            record = lifecycle.record(conn, self.migration_id)
+            expand_step = lifecycle.ledger.step(conn, self.migration_id, "expand") if record else None
+            if record is None or (record.phase in ("pending", "rolled_back") and expand_step is None):
+                raise AirflowSkipException(
+                    f"nothing to roll back: the expand of {self.migration_id} never started "
+                    f"(ledger phase {record.phase if record else 'absent'})"
+                )
+            refused = lifecycle.refuse_rollback(record)
+            if refused:
+                raise GuardRefusedError(refused)
+            self.log.warning("rolling back %s from phase %s", self.migration_id, record.phase)
+            if not dry_run:
+                # siblings (backfill partitions) read the phase between batches and stop cleanly
+                lifecycle.move(conn, self.migration_id, Event.ROLLBACK_STARTED)
+                wait_for_steps_to_stop(
+                    conn,
+                    lifecycle.ledger,
+                    self.migration_id,
+                    cast(logging.Logger, self.log),
+                    SIBLINGS_STOP_WAIT,
+                )
+        if self.deploy is not None and not dry_run:
             connect = postgres_connector(self.postgres_conn_id)
-            if self.queue_hold and recorded_previous_image(connect, ledger, self.migration_id) is not None:
+            if self.queue_hold and recorded_previous_image(connect, lifecycle.ledger, self.migration_id):
+                # the rollback owns the queues: paused and drained before the swap, resumed after rollback.sql
                 hold = RollbackQueueHold(
                     self.queue_hold,
                     migration_id=self.migration_id,

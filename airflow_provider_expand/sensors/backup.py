@@ -11,9 +11,10 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_expand.engine.backup import DEFAULT_PATTERN, BackupVerdict, judge_backup
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
-class BackupFreshnessSensor(BaseSensorOperator):
+class BackupFreshnessSensor(ClassifiedErrors, BaseSensorOperator):
     """Succeeds when the newest ``pattern`` file in ``directory`` is younger than ``max_age``, is read in
     full by ``pg_restore``, and lists ``TABLE DATA`` for every table of ``must_contain``; returns its path.
 

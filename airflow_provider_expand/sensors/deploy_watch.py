@@ -17,14 +17,16 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.watch import DeployWatch, EscalationError, WatchLimits
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 WATCH_STEP = "watch"
 
 
-class DeployWatchSensor(BaseSensorOperator):
+class DeployWatchSensor(ClassifiedErrors, BaseSensorOperator):
     """Succeeds once ``watch`` has passed since the ledger's ``deployed_at`` with no problem open."""
 
     template_fields: Sequence[str] = ("is_dry_run",)
@@ -98,6 +100,11 @@ class DeployWatchSensor(BaseSensorOperator):
             self.log.info("dry run: not watching %s", self.container)
             return True
         if self._watch is None:
+            log = cast(logging.Logger, self.log)
+            if forward_only_noop(
+                self.postgres_conn_id, self.ledger_schema, self.migration_id, self.task_id, log
+            ):
+                return True
             self._watch = self._start()
         now = pendulum.now("UTC")
         try:

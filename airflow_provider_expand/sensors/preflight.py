@@ -28,10 +28,11 @@ from airflow_provider_expand.engine.preflight import (
 )
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.queues import redis_client
+from airflow_provider_expand.retries import ClassifiedErrors
 from airflow_provider_expand.triggers.preflight import LongTransactionTrigger
 
 
-class LongTransactionSensor(BaseSensorOperator):
+class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
     """Preflight checks, then waits until no non-idle transaction in the target database is older than
     ``max_transaction_age``; fails after ``wait`` listing the ones still open.
 

@@ -7,8 +7,9 @@ This one counts from the ledger's ``deployed_at`` (or ``expanded_at`` without a 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pendulum
 from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
@@ -16,12 +17,15 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Context
 
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.soak import ContractWindow, soak_until
+from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.retries import ClassifiedErrors
 
 
-class SoakSensor(TimeDeltaSensor):
+class SoakSensor(ClassifiedErrors, TimeDeltaSensor):
     """Succeeds ``soak`` after the new code went live (and inside ``contract_window`` when given)."""
 
     template_fields: Sequence[str] = (*TimeDeltaSensor.template_fields, "is_dry_run")
@@ -77,6 +81,9 @@ class SoakSensor(TimeDeltaSensor):
         if as_bool(self.is_dry_run):
             self.log.info("dry run: not waiting for the soak of %s", self._resolve_delta())
             return None
+        log = cast(logging.Logger, self.log)
+        if forward_only_noop(self.postgres_conn_id, self.ledger_schema, self.migration_id, self.task_id, log):
+            return None
         self._enter_soak(context)
         if not self.deferrable:
             return super().execute(context)
@@ -96,5 +103,8 @@ class SoakSensor(TimeDeltaSensor):
         ledger = Ledger(self.ledger_schema)
         with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
-            ledger.set_phase(conn, self.migration_id, "backfilled")
-            ledger.set_phase(conn, self.migration_id, "soaking")
+            lifecycle = Lifecycle(ledger)
+            record = lifecycle.record(conn, self.migration_id)
+            if record is None or record.phase != "soaking":  # a retried soak is soaking already
+                lifecycle.move(conn, self.migration_id, Event.BACKFILLED)
+            lifecycle.move(conn, self.migration_id, Event.SOAK_STARTED)

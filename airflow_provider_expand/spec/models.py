@@ -224,6 +224,9 @@ class MigrationSpec(_Strict):
     lock_timeout: PositiveDuration = dt.timedelta(seconds=2)
     ddl_retries: int = Field(default=20, ge=0, le=1000)
     statement_timeout: PositiveDuration | None = None
+    # Airflow's retries of a task after a transient failure (connection lost, server restarting, ...)
+    retries: int = Field(default=3, ge=0, le=50)
+    retry_delay: PositiveDuration = dt.timedelta(seconds=30)
     preflight: PreflightSpec = PreflightSpec()
     backup: BackupSpec | None = None
     queues: QueuesSpec | None = None

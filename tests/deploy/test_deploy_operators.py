@@ -11,6 +11,7 @@ import pytest
 from docker import APIClient
 
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.release import DEPLOY_STEP, ROLLBACK_STEP
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from airflow_provider_expand.operators.migrator import MigratorOperator, database_url
@@ -39,7 +40,7 @@ def test_deploy_records_the_previous_image_and_rollback_returns_to_it(
 ) -> None:
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "expanded")
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
 
     done = _deploy_op(app_container, airflow_conn["postgres"], image=app_images.v2).execute({})  # type: ignore[arg-type]
     assert done is not None and done["previous_image"] == app_images.v1

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from docker import APIClient
 
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.sensors.deploy_watch import WATCH_STEP, DeployWatchSensor
 from tests.deploy.images import DOCKER_URL, AppContainer
 
@@ -40,7 +41,8 @@ def _poke_until_done(sensor: DeployWatchSensor, limit: float) -> float:
 def deployed(pg_conn: psycopg.Connection) -> Ledger:
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "deployed")
+    Lifecycle(ledger).move(pg_conn, "m1", Event.EXPANDED)
+    Lifecycle(ledger).move(pg_conn, "m1", Event.DEPLOYED)
     return ledger
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ddl import (
-    PHASE_LEDGER,
+    PHASE_EVENTS,
     DDLPolicy,
     DDLStatementError,
     LockRetriesExhaustedError,
@@ -55,7 +55,6 @@ def _run(
     policy: DDLPolicy = FAST,
     dry_run: bool = False,
 ) -> PhaseResult:
-    start, done = PHASE_LEDGER[step]
     return run_phase(
         connect,
         load_statements(sql_file),
@@ -64,8 +63,7 @@ def _run(
         policy=policy,
         ledger=Ledger(),
         log=LOG,
-        phase_start=start,
-        phase_done=done,
+        events=PHASE_EVENTS[step],
         dry_run=dry_run,
         dag_id="m",
         run_id="r1",
@@ -393,12 +391,12 @@ _CRASHING_EXPAND = """
 import logging, sys
 from datetime import timedelta
 from airflow_provider_expand.engine.database import connector_from_dsn
-from airflow_provider_expand.engine.ddl import DDLPolicy, run_phase
+from airflow_provider_expand.engine.ddl import PHASE_EVENTS, DDLPolicy, run_phase
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.engine.statements import parse_statements
 run_phase(connector_from_dsn(sys.argv[1]), parse_statements(sys.argv[2], "expand.sql"), migration_id="m",
           step="expand", policy=DDLPolicy(lock_timeout=timedelta(seconds=1), retries=0), ledger=Ledger(),
-          log=logging.getLogger("child"), phase_start="expanding")
+          log=logging.getLogger("child"), events=PHASE_EVENTS["expand"])
 """
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.lock import MigrationLockedError, migration_lock
 
 
@@ -14,16 +15,17 @@ def test_phases_stamp_once_and_reset_starts_over(pg_conn: psycopg.Connection) ->
     ledger = Ledger()
     ledger.ensure(pg_conn)
     ledger.ensure(pg_conn)  # idempotent
-    ledger.set_phase(pg_conn, "m1", "expanding", dag_id="m1", run_id="r1")
+    lifecycle = Lifecycle(ledger)
+    lifecycle.move(pg_conn, "m1", Event.EXPAND_STARTED, dag_id="m1", run_id="r1")
     assert ledger.get(pg_conn, "m1").phase == "expanding"  # type: ignore[union-attr]
-    ledger.set_phase(pg_conn, "m1", "expanded")
+    lifecycle.move(pg_conn, "m1", Event.EXPANDED)
     first = ledger.get(pg_conn, "m1")
     assert first is not None and first.expanded_at is not None and first.run_id == "r1"
-    ledger.set_phase(pg_conn, "m1", "expanded")
+    lifecycle.move(pg_conn, "m1", Event.EXPANDED)
     again = ledger.get(pg_conn, "m1")
     assert again is not None and again.expanded_at == first.expanded_at
     with pytest.raises(ValueError, match="unknown ledger phase 'nope'"):
-        ledger.set_phase(pg_conn, "m1", "nope")  # type: ignore[arg-type]
+        ledger.write_phase(pg_conn, "m1", "nope")  # type: ignore[arg-type]
 
     ledger.start_step(pg_conn, "m1", "backfill:products", rows_total=10, batch_size=5)
     with pg_conn.transaction(), pg_conn.cursor() as cur:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import textwrap
 import uuid
 from pathlib import Path
@@ -10,9 +11,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from airflow.sdk import DAG, Context
+from airflow.sdk import DAG, Connection, Context
 
 from airflow_provider_expand.engine.backfill import BackfillInputError
+from airflow_provider_expand.engine.errors import (
+    DatabaseStatementError,
+    DatabaseUnavailableError,
+    DefinitiveError,
+    TransientError,
+)
 from airflow_provider_expand.engine.ledger import Ledger
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 
@@ -72,6 +79,38 @@ def test_bad_params_name_the_field(airflow_conn: dict[str, str], products: psyco
             _op(airflow_conn["postgres"], **fields).execute(NO_CONTEXT)
         assert caught.value.field == field
     assert _undone(products) == 6000
+
+
+def test_failures_leave_as_the_engines_transient_or_definitive_errors(
+    airflow_conn: dict[str, str], products: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the DAG's retry policy matches on: a server that does not answer is transient, a set that
+    raises is definitive (and names the table); neither leaves as a bare psycopg error."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = Connection(conn_id="dead_db", conn_type="postgres", host="127.0.0.1", port=port, login="postgres")
+    monkeypatch.setenv("AIRFLOW_CONN_DEAD_DB", dead.as_json())
+    with pytest.raises(DatabaseUnavailableError) as unavailable:
+        _op("dead_db").execute(NO_CONTEXT)
+    assert isinstance(unavailable.value, TransientError)
+
+    with pytest.raises(DatabaseStatementError, match=r'"products".*division by zero') as refused:
+        _op(airflow_conn["postgres"], set="name = title || (1 / (id - 4000))::text").execute(NO_CONTEXT)
+    assert isinstance(refused.value, DefinitiveError) and refused.value.sqlstate == "22012"
+    step = Ledger().step(products, "products_title_to_name", "backfill:products")
+    assert step is not None and step.status == "failed" and "division by zero" in (step.error or "")
+
+
+def test_a_dry_run_before_the_expand_warns_on_the_missing_column(
+    airflow_conn: dict[str, str], products: psycopg.Connection
+) -> None:
+    result = _op(airflow_conn["postgres"], set="slug = title", where="slug IS NULL", dry_run=True).execute(
+        NO_CONTEXT
+    )
+    assert result["dry_run"] and "slug" in result["unchecked"]
+    with pytest.raises(BackfillInputError, match="slug"):
+        _op(airflow_conn["postgres"], set="slug = title", where="slug IS NULL").execute(NO_CONTEXT)
 
 
 def test_batch_size_and_dry_run_are_templated() -> None:

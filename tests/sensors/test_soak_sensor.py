@@ -10,13 +10,14 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.sensors.soak import SoakSensor
 
 
 def _live_since(conn: psycopg.Connection, ago: dt.timedelta, column: str = "deployed_at") -> None:
     ledger = Ledger()
     ledger.ensure(conn)
-    ledger.set_phase(conn, "m", "expanded")
+    Lifecycle(ledger).move(conn, "m", Event.EXPANDED)
     conn.execute(f"UPDATE airflow_expand.migrations SET {column} = now() - %s", (ago,))
 
 
