@@ -191,7 +191,6 @@ def test_resume_leaves_the_queues_to_a_rollback_the_ledger_shows_coming(
     PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(CONTEXT)
     ledger = Ledger()
     ledger.ensure(pg_conn)
-    ledger.set_phase(pg_conn, "m1", "expanded")
     ledger.start_step(pg_conn, "m1", "deploy")
     ledger.finish_step(pg_conn, "m1", "deploy", status="failed", error="health check failed")
     resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], postgres_conn_id="app_db", **common)
@@ -200,6 +199,5 @@ def test_resume_leaves_the_queues_to_a_rollback_the_ledger_shows_coming(
     assert redis_client.hget(sync.key("meta"), "paused") == b"1"
 
     ledger.start_step(pg_conn, "m1", "rollback:deploy")
-    ledger.finish_step(pg_conn, "m1", "rollback:deploy")
-    ledger.set_phase(pg_conn, "m1", "rolled_back")  # the old container is back, rollback.sql done
+    ledger.finish_step(pg_conn, "m1", "rollback:deploy")  # the old container is back
     assert [r["action"] for r in resume.execute(CONTEXT)] == ["resumed"]

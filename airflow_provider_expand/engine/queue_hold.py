@@ -91,28 +91,38 @@ def release_after_rollback(
 def rollback_owns_queues(conn: psycopg.Connection, ledger: Ledger, migration_id: str) -> str | None:
     """Why ``queues.resume`` must leave the queues to the rollback right now, or None when it may resume.
 
-    Read from the ledger, not from timing: a deploy that began and did not succeed, with the old container
-    not back yet, means the rollback is coming (or running) and will resume the queues itself; so does
-    ``rolling_back`` after a deploy. Without a deploy the rollback never holds the queues.
+    Read from the ledger's deploy steps, not from timing: a deploy that did not succeed, with the old
+    container not put back since, means the rollback is coming (or running) and resumes the queues itself.
+    A ``rollback:deploy`` that ended before this deploy did is an earlier run's, and does not count. Once
+    the rollback has paused a queue its marker says so too (``held_by_rollback``). The phase alone is not
+    used: ``rolling_back`` also covers rollbacks without a deploy, which never hold the queues.
     """
     if not ledger.installed(conn):
         return None
     deploy = ledger.step(conn, migration_id, DEPLOY_STEP)
     if deploy is None:
-        return None
+        return None  # the container was never touched: the old code runs
     back = ledger.step(conn, migration_id, ROLLBACK_STEP)
-    record = ledger.get(conn, migration_id)
-    phase = record.phase if record else "absent"
-    if back is not None and back.status != "success":
+    # A deploy whose worker died never finished: no ended rollback:deploy can be told to be for it, so the
+    # queues stay the rollback's (if that rollback already resumed them, nothing carries our marker anyway).
+    current = back is not None and (
+        back.status == "running"
+        or (
+            back.finished_at is not None
+            and deploy.finished_at is not None
+            and back.finished_at >= deploy.finished_at
+        )
+    )
+    if back is not None and current:
+        if back.status == "success":
+            return None  # the old container is back (and the rollback resumed what it held)
         return (
             f"the rollback of {migration_id} is putting the old container back (step {ROLLBACK_STEP} "
-            f"{back.status}): it holds the queues and resumes them when the old code runs again"
+            f"{back.status}): it holds the queues and resumes them once the old code runs again"
         )
-    if phase == "rolling_back":
-        return f"{migration_id} is rolling back (rollback.sql): the rollback resumes the queues after it"
-    if back is None and deploy.status != "success":
-        return (
-            f"the deploy of {migration_id} did not succeed (step {DEPLOY_STEP} {deploy.status}) and the old "
-            "container is not back yet: the rollback pauses the queues, puts it back, and resumes them"
-        )
-    return None
+    if deploy.status == "success":
+        return None  # the new code is healthy on the expanded schema
+    return (
+        f"the deploy of {migration_id} did not succeed (step {DEPLOY_STEP} {deploy.status}) and the old "
+        "container is not back yet: the rollback pauses the queues, puts it back, and resumes them"
+    )

@@ -214,25 +214,25 @@ def test_ledger_gate_leaves_the_queues_to_a_rollback_that_is_coming_or_running(
     ledger = Ledger()
     ledger.ensure(pg_conn)
     gate = lambda: rollback_owns_queues(pg_conn, ledger, "m1")  # noqa: E731
-
-    ledger.set_phase(pg_conn, "m1", "expanded")
     assert gate() is None  # no deploy: the old code runs throughout, nothing to hold
-    ledger.set_phase(pg_conn, "m1", "rolling_back")
-    assert gate() is None  # rollback.sql without a deploy needs no pause
 
-    ledger.set_phase(pg_conn, "m1", "expanded")
     ledger.start_step(pg_conn, "m1", DEPLOY_STEP)
     ledger.finish_step(pg_conn, "m1", DEPLOY_STEP, status="failed", error="health check failed")
     assert "did not succeed" in (gate() or "")  # the rollback has not started yet: it is coming
     ledger.start_step(pg_conn, "m1", ROLLBACK_STEP)
     assert "putting the old container back" in (gate() or "")
+    ledger.finish_step(pg_conn, "m1", ROLLBACK_STEP, status="failed", error="engine gone")
+    assert "putting the old container back (step rollback:deploy failed)" in (gate() or "")
+    ledger.start_step(pg_conn, "m1", ROLLBACK_STEP)  # the rollback's retry
     ledger.finish_step(pg_conn, "m1", ROLLBACK_STEP)
-    ledger.set_phase(pg_conn, "m1", "rolling_back")
-    assert "rollback.sql" in (gate() or "")
-    ledger.set_phase(pg_conn, "m1", "rolled_back")
-    assert gate() is None  # the rollback is over (and resumed the queues itself)
+    assert gate() is None  # the old container is back (and the rollback resumed what it held)
+
+    # a later run deploys again and fails: the earlier run's rollback:deploy does not count for it
+    ledger.start_step(pg_conn, "m1", DEPLOY_STEP)
+    assert "did not succeed (step deploy running)" in (gate() or "")  # its worker was killed mid-deploy
+    ledger.finish_step(pg_conn, "m1", DEPLOY_STEP, status="failed", error="health check failed")
+    assert "did not succeed" in (gate() or "")
 
     ledger.start_step(pg_conn, "m2", DEPLOY_STEP)
     ledger.finish_step(pg_conn, "m2", DEPLOY_STEP)
-    ledger.set_phase(pg_conn, "m2", "deployed")
     assert rollback_owns_queues(pg_conn, ledger, "m2") is None  # new code healthy on the expanded schema
