@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Airflow reads its configuration at import time: point it at a private home before anything imports it.
@@ -165,3 +167,92 @@ def airflow_conn(monkeypatch: pytest.MonkeyPatch, pg_dsn: str, redis_url: str) -
     )
     monkeypatch.setenv("AIRFLOW_CONN_APP_REDIS", rconn.as_json())
     return {"postgres": "app_db", "redis": "app_redis"}
+
+
+PGBOUNCER = shutil.which("pgbouncer") or next(
+    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+)
+
+
+def require_tool(path: str | None, what: str) -> str:
+    """``path`` of a tool the test needs: missing, the test skips locally but fails in CI (``CI=true``)."""
+    if path is None:
+        message = f"{what} missing: apt-get install {what} (.ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def pgbouncer(pg_dsn: str) -> Iterator[Callable[..., str]]:
+    """Start a real PgBouncer on a free loopback port in front of this test's database; returns its DSN.
+
+    ``pgbouncer(pool_mode="transaction", **settings)``: more ``[pgbouncer]`` settings as keyword arguments.
+    Each has its own config, auth file, log and pid file in a temporary directory; all stop after the test.
+    """
+    binary = require_tool(PGBOUNCER, "pgbouncer")
+    params = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+    user = str(params.get("user") or "postgres")
+    server = " ".join(
+        f"{key}={params[key]}" for key in ("host", "port", "dbname", "user", "password") if params.get(key)
+    )
+    started: list[subprocess.Popen[bytes]] = []
+    folders: list[Path] = []
+
+    def start(pool_mode: str = "transaction", **settings: object) -> str:
+        folder = Path(tempfile.mkdtemp(prefix="expand-pgbouncer-"))  # not under pytest's 0700 basetemp
+        folders.append(folder)
+        port = _free_port()
+        (folder / "users.txt").write_text(f'"{user}" ""\n')
+        config = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": port,
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "auth_file": folder / "users.txt",
+            "pool_mode": pool_mode,
+            "logfile": folder / "pgbouncer.log",
+            "pidfile": folder / "pgbouncer.pid",
+            **settings,
+        }
+        lines = ["[databases]", f"{params['dbname']} = {server}", "[pgbouncer]"]
+        lines += [f"{key} = {value}" for key, value in config.items()]
+        (folder / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        command = [binary, str(folder / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root: it switches to postgres itself
+            command[1:1] = ["-u", "postgres"]
+            shutil.chown(folder, "postgres")
+            for path in folder.iterdir():
+                shutil.chown(path, "postgres")
+        with open(folder / "stderr.log", "wb") as stderr:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        started.append(process)
+        dsn = psycopg.conninfo.make_conninfo(pg_dsn, host="127.0.0.1", port=str(port))
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                psycopg.connect(dsn, connect_timeout=2).close()
+                return dsn
+            except psycopg.OperationalError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = folder / "pgbouncer.log"
+                    raise RuntimeError(
+                        f"pgbouncer did not accept on port {port}: "
+                        f"{(folder / 'stderr.log').read_text()}{log.read_text() if log.exists() else ''}"
+                    ) from None
+                time.sleep(0.1)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.terminate()  # SIGTERM: PgBouncer's fast exit, by the pid we started
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)

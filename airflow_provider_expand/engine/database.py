@@ -22,5 +22,10 @@ def connector_from_dsn(dsn: str, *, application_name: str = "airflow-expand") ->
 
 
 def backend_pid(conn: psycopg.Connection) -> int:
-    """The server process id of ``conn``, for logs and for excluding ourselves from checks."""
-    return int(conn.info.backend_pid)
+    """The server process id of ``conn``, for logs and for the index monitor to watch.
+
+    Asked of the server: behind a session pooler, the pid in libpq's cancel key is the pooler's invention.
+    """
+    row = conn.execute("SELECT pg_backend_pid()", prepare=False).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -18,6 +18,10 @@ from typing import Any, NamedTuple
 import psycopg
 import redis
 
+from .database import Connector
+from .errors import DefinitiveError, ServiceUnavailableError
+from .pooler import PoolerFinding, probe_pooler, refusal_message
+
 MIN_SERVER_VERSION = 120000
 # PostgreSQL 14.0 to 14.3 could corrupt indexes built with CREATE/REINDEX ... CONCURRENTLY (fixed in 14.4).
 CIC_CORRUPTION_VERSIONS = range(140000, 140004)
@@ -37,8 +41,8 @@ SELECT pid, clock_timestamp() - xact_start AS age, state, left(query, %(preview)
 """
 
 
-class PreflightError(RuntimeError):
-    """A pre-migration check says the migration must not start."""
+class PreflightError(DefinitiveError):
+    """A pre-migration check says the migration must not start (a retry would find the same)."""
 
 
 class UnsupportedServerError(PreflightError):
@@ -53,8 +57,12 @@ class BackupSpaceError(PreflightError):
     """The backup directory cannot hold a backup of the database."""
 
 
-class RedisUnavailableError(PreflightError):
-    """Redis did not answer ``INFO clients``."""
+class TransactionPoolingError(PreflightError):
+    """A pooler in transaction or statement mode sits between the engine and PostgreSQL."""
+
+
+class RedisUnavailableError(ServiceUnavailableError):
+    """Redis did not answer ``INFO clients``: transient, the retry policy tries again."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +287,20 @@ def machine_load(paths: Sequence[str | Path], log: logging.Logger) -> MachineLoa
     return load
 
 
+def check_pooler(conn: psycopg.Connection[Any], connect: Connector, log: logging.Logger) -> PoolerFinding:
+    """Refuse a transaction or statement pooler in front of the server (see :mod:`.pooler`)."""
+    finding = probe_pooler(conn, connect, log)
+    if finding.mode is not None:
+        raise TransactionPoolingError(refusal_message(finding, conn))
+    if finding.proxied:
+        log.info(
+            "pooler: a proxy is in between but each connection keeps its own backend (session pooling: ok)"
+        )
+    else:
+        log.info("pooler: none, a direct connection to PostgreSQL (ok)")
+    return finding
+
+
 @dataclass(frozen=True)
 class RedisClients:
     connected: int
@@ -334,12 +356,14 @@ class PreflightReport:
     machine: MachineLoad
     redis: RedisClients | None = None
     backup_space: BackupSpace | None = None
+    pooler: PoolerFinding | None = None
 
 
 def run_preflight(
     conn: psycopg.Connection[Any],
     log: logging.Logger,
     *,
+    connect: Connector | None = None,
     backup_directory: str | Path | None = None,
     space_margin: float = 0.10,
     redis_client: redis.Redis | None = None,
@@ -347,7 +371,11 @@ def run_preflight(
     connections_warn_at: float = 0.80,
     connections_fail_at: float = 0.95,
 ) -> PreflightReport:
-    """Every check but the long-transaction wait, in the runbook's order; raises on a blocking finding."""
+    """Every check but the long-transaction wait, in the runbook's order; raises on a blocking finding.
+
+    ``connect`` (a second connection to the same database) enables the pooler check, run first.
+    """
+    pooler = check_pooler(conn, connect, log) if connect is not None else None
     server = check_server_version(conn, log)
     headroom = check_connection_headroom(conn, log, warn_at=connections_warn_at, fail_at=connections_fail_at)
     paths: list[str | Path] = ["/"]
@@ -360,4 +388,4 @@ def run_preflight(
         if backup_directory is not None
         else None
     )
-    return PreflightReport(server, headroom, machine, clients, space)
+    return PreflightReport(server, headroom, machine, clients, space, pooler)

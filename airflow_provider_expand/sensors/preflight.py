@@ -1,8 +1,9 @@
 """``LongTransactionSensor``: the runbook's pre-migration checklist (connections, long transactions, load).
 
-It checks once (server version, connection headroom, machine load, Redis clients, room for the backup)
-and then waits while a transaction older than ``max_transaction_age`` is open, for at most ``wait``: DDL
-behind such a transaction would queue the application behind its lock.
+It checks once per try (no pooler in transaction mode in between, server version, connection headroom,
+machine load, Redis clients, room for the backup) and then waits while a transaction older than
+``max_transaction_age`` is open, for at most ``wait``: DDL behind such a transaction would queue the
+application behind its lock.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_provider_expand.engine.errors import DatabaseUnavailableError
 from airflow_provider_expand.engine.preflight import (
     LongTransaction,
     PreflightError,
     PreflightReport,
-    RedisUnavailableError,
     log_long_transactions,
     long_transactions,
     long_transactions_timeout_message,
@@ -83,19 +84,22 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
         return cast(logging.Logger, self.log)
 
     def preflight(self) -> PreflightReport:
-        """Version, headroom, load, Redis and backup space: raises :class:`PreflightError` on a blocker."""
+        """Pooler, version, headroom, load, Redis and backup space: raises :class:`PreflightError` on a
+        blocker; a silent Redis is transient, and so is a lost connection (``ClassifiedErrors`` wraps it)."""
         client = None
         if self.redis_conn_id:
-            try:
+            try:  # builds the client from the Airflow connection; nothing is sent yet
                 client = redis_client(self.redis_conn_id)
             except Exception as exc:
-                raise RedisUnavailableError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+                raise PreflightError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+        connect = postgres_connector(self.postgres_conn_id)
         try:
-            with postgres_connector(self.postgres_conn_id)() as conn:
+            with connect() as conn:
                 conn.autocommit = True
                 return run_preflight(
                     conn,
                     self._log,
+                    connect=connect,
                     backup_directory=self.backup_directory or None,
                     space_margin=self.space_margin,
                     redis_client=client,
@@ -108,6 +112,7 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
                 client.close()
 
     def poke(self, context: Context) -> bool:
+        """One connection, one query: the checks ran before the first poke."""
         with postgres_connector(self.postgres_conn_id)() as conn:
             conn.autocommit = True
             transactions = long_transactions(conn, self.max_transaction_age)
@@ -116,7 +121,8 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
         return not transactions
 
     def execute(self, context: Context) -> None:
-        self.preflight()
+        if not (self.reschedule and context.get("task_reschedule_count", 0)):
+            self.preflight()  # once per try: a rescheduled poke of the same try does not repeat it
         if self.deferrable:
             if self.poke(context):
                 return
@@ -151,4 +157,6 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
             return
         if status == "timeout":
             raise AirflowSensorTimeout(str(event.get("message")))
+        if event.get("transient"):
+            raise DatabaseUnavailableError(str(event.get("message")), event.get("sqlstate"))
         raise PreflightError(str(event.get("message") or f"long-transaction trigger failed: {event!r}"))

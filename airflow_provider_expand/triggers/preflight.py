@@ -18,6 +18,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_expand.engine.errors import TransientError, database_error
 from airflow_provider_expand.engine.preflight import (
     along_transactions,
     log_long_transactions,
@@ -86,6 +87,19 @@ class LongTransactionTrigger(BaseTrigger):
     def __hash__(self) -> int:
         return hash(self.serialize()[0])
 
+    def _error(self, exc: Exception) -> dict[str, Any]:
+        """An ``error`` event; ``transient`` (a lost or refused connection) lets the sensor's retry policy
+        try again, anything else (a bad connection id, IAM) fails the task."""
+        event: dict[str, Any] = {
+            "status": "error",
+            "message": f"Postgres connection {self.postgres_conn_id!r}: {exc}",
+            "transient": False,
+        }
+        if isinstance(exc, psycopg.Error):
+            wrapped = database_error(exc)
+            event.update(transient=isinstance(wrapped, TransientError), sqlstate=wrapped.sqlstate)
+        return event
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = pendulum.parse(self.deadline)
         max_age = dt.timedelta(seconds=self.max_transaction_age)
@@ -93,17 +107,14 @@ class LongTransactionTrigger(BaseTrigger):
         try:
             conn = await async_postgres_connection(self.postgres_conn_id)
         except Exception as exc:
-            yield TriggerEvent(
-                {"status": "error", "message": f"Postgres connection {self.postgres_conn_id!r}: {exc}"}
-            )
+            yield TriggerEvent(self._error(exc))
             return
         try:
             while True:
                 try:
                     transactions = await along_transactions(conn, max_age)
                 except psycopg.Error as exc:
-                    message = f"Postgres connection {self.postgres_conn_id!r}: {exc}"
-                    yield TriggerEvent({"status": "error", "message": message})
+                    yield TriggerEvent(self._error(exc))
                     return
                 log_long_transactions(transactions, max_age, log)
                 if not transactions:

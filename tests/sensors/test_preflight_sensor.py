@@ -15,7 +15,13 @@ import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.preflight import BackupSpaceError, PreflightError, RedisUnavailableError
+from airflow_provider_expand.engine.errors import DatabaseUnavailableError
+from airflow_provider_expand.engine.preflight import (
+    BackupSpaceError,
+    PreflightError,
+    RedisUnavailableError,
+    TransactionPoolingError,
+)
 from airflow_provider_expand.sensors.preflight import LongTransactionSensor
 from airflow_provider_expand.triggers.preflight import LongTransactionTrigger
 
@@ -81,6 +87,9 @@ def test_deferrable_defers_to_the_trigger_and_handles_its_events(
         sensor.execute_complete({}, {"status": "timeout", "message": "1 transaction(s) ... pid 42"})
     with pytest.raises(PreflightError, match="'app_db': boom"):
         sensor.execute_complete({}, {"status": "error", "message": "Postgres connection 'app_db': boom"})
+    lost = {"status": "error", "message": "Postgres connection 'app_db': lost", "transient": True}
+    with pytest.raises(DatabaseUnavailableError, match="'app_db': lost"):
+        sensor.execute_complete({}, lost)
 
 
 def test_refuses_when_the_backup_could_not_fit(airflow_conn: dict[str, str], tmp_path: Path) -> None:
@@ -103,3 +112,30 @@ def test_a_redis_that_does_not_answer_is_named(
         _sensor(redis_conn_id="dead_redis").preflight()
     with pytest.raises(ValueError, match="wait must be a positive timedelta"):
         _sensor(wait=dt.timedelta(0))
+
+
+def _through(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
+    """Point the ``app_db`` Airflow connection at ``dsn`` (a PgBouncer in front of the test database)."""
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    conn = {"conn_type": "postgres", "host": params["host"], "port": int(str(params["port"]))}
+    conn.update(login=params.get("user") or "postgres", schema=params["dbname"])
+    monkeypatch.setenv("AIRFLOW_CONN_APP_DB", json.dumps(conn))
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_transaction_pooling_is_refused_before_any_poke_or_deferral(
+    airflow_conn: dict[str, str], pgbouncer: Any, monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    _through(monkeypatch, pgbouncer("transaction"))
+    with pytest.raises(
+        TransactionPoolingError, match="Fix: give migrations a direct connection to PostgreSQL"
+    ) as refused:
+        _sensor(deferrable=deferrable).execute({})  # a TaskDeferred would mean it got past the check
+    assert "pool_mode = session) is fine" in str(refused.value)
+
+
+def test_session_pooling_passes_the_sensor(
+    airflow_conn: dict[str, str], pgbouncer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _through(monkeypatch, pgbouncer("session"))
+    assert _sensor().execute({}) is None

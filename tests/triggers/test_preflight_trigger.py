@@ -76,6 +76,25 @@ def test_times_out_at_the_deadline_naming_the_transaction(
 def test_bad_connection_gives_an_error_event_naming_it(airflow_conn: dict[str, str]) -> None:
     event = asyncio.run(_first_event(_trigger(conn_id="no_such_conn")))
     assert event.payload["status"] == "error" and "'no_such_conn'" in event.payload["message"]
+    assert event.payload["transient"] is False  # a missing connection id: no retry fixes it
+
+
+def test_a_terminated_connection_gives_a_transient_error_event(
+    airflow_conn: dict[str, str], pg_connect: Connector, pg_conn: psycopg.Connection
+) -> None:
+    async def scenario() -> TriggerEvent:
+        waiting = asyncio.ensure_future(_first_event(_trigger()))
+        await asyncio.sleep(1.0)
+        killed = pg_conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'airflow-expand-preflight'"
+        ).fetchall()
+        assert killed == [(True,)]
+        return await waiting
+
+    with _old_transaction(pg_connect):
+        event = asyncio.run(scenario())
+    assert event.payload["status"] == "error" and event.payload["transient"] is True, event.payload
 
 
 def test_serialize_round_trip_rebuilds_an_equal_trigger() -> None:
