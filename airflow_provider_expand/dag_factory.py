@@ -214,11 +214,27 @@ class _MigrationDag:
             )
         return tasks
 
+    def rollback_queues(self) -> dict[str, Any] | None:
+        """What the rollback holds around the container swap (``RollbackQueueHold``): with a deploy only."""
+        queues = self.spec.queues
+        if queues is None or self.spec.deploy is None:
+            return None
+        return {
+            "redis_conn_id": self.spec.redis_conn_id,
+            "queues": list(queues.names),
+            "prefix": queues.prefix,
+            "drain_timeout": queues.drain_timeout,
+            "resume_url": str(queues.resume_url) if queues.resume_url else None,
+        }
+
     def rollback(self) -> BaseOperator | None:
-        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql."""
-        args = self.deploy_args()
+        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql.
+
+        With a deploy the rollback owns the queues from before the swap until after rollback.sql.
+        """
+        args, queues = self.deploy_args(), self.rollback_queues()
         if self.spec.sql_path("rollback") is not None:
-            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args)
+            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args, queues=queues)
         if args is None:
             return None
         return DockerDeployOperator(
@@ -227,6 +243,7 @@ class _MigrationDag:
             trigger_rule=TriggerRule.ONE_FAILED,
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,
+            queues=queues,
             **args,
             **self.common(),
         )
@@ -303,8 +320,14 @@ class _MigrationDag:
                 task_id="resume",
                 migration_id=self.spec.id,
                 resume_url=str(queues.resume_url) if queues.resume_url else None,
+                # the ledger tells it when a rollback holds the queues (a deploy that failed)
+                postgres_conn_id=self.spec.postgres_conn_id,
+                ledger_schema=self.spec.ledger_schema,
                 **redis,
             ).as_teardown(setups=pause)
+            # a pause that died midway (SIGKILL, a timeout, its retries spent) is failed, yet its queues carry
+            # this run's marker: the teardown runs even then (ALL_DONE), and resumes only what is marked
+            resume.trigger_rule = TriggerRule.ALL_DONE
         return [pause, drain, resume]
 
     def verify(self, task_id: str, after: str, *, baseline: str) -> BaseOperator | None:
