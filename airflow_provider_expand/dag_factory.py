@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 
 from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
+from airflow_provider_expand.dag_release import ReleaseSteps
 from airflow_provider_expand.engine.lifecycle import Event
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
@@ -28,15 +29,12 @@ from airflow_provider_expand.operators.ledger import LedgerPhaseOperator, Migrat
 from airflow_provider_expand.operators.lint import LintOperator
 from airflow_provider_expand.operators.migrator import MigratorOperator
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
-from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.operators.rollback import RollbackOperator
 from airflow_provider_expand.operators.verify import VerifyOperator
 from airflow_provider_expand.restore_dag import build_restore_dag
 from airflow_provider_expand.retries import retry_args
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
-from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor
 from airflow_provider_expand.sensors.preflight import LongTransactionSensor
-from airflow_provider_expand.sensors.queues import QueueDrainSensor
 from airflow_provider_expand.sensors.soak import SoakSensor
 from airflow_provider_expand.spec import (
     MigrationSpec,
@@ -55,18 +53,15 @@ def _check(check: VerifySpec) -> dict[str, Any]:
     return dataclasses.asdict(check.as_check())
 
 
-class _MigrationDag:
+class _MigrationDag(ReleaseSteps):
     """Builds one migration's tasks in runbook order; ``at_risk`` collects the tasks whose failure rolls back."""
 
     def __init__(self, spec: MigrationSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.at_risk: list[Any] = []
         self.tables: dict[SqlPhase, list[str]] = {
             phase: relations(load_statements(path)) for phase, path in spec.sql_files().items()
         }
-
-    def common(self) -> dict[str, Any]:
-        return {"migration_id": self.spec.id, "postgres_conn_id": self.spec.postgres_conn_id}
 
     def phase_sql(self, phase: SqlPhase, **kwargs: Any) -> PhaseSQLOperator | None:
         path = self.spec.sql_path(phase)
@@ -154,21 +149,6 @@ class _MigrationDag:
                 attach_notifiers(spec, dag, done=done, rollback=rollback)
         return dag
 
-    # -- deploy, watch, rollback of the container, notifications (issue 5) -------------------------
-
-    def deploy_args(self) -> dict[str, Any] | None:
-        """The container the deploy step recreates (and the rollback puts back), or None without ``deploy``."""
-        deploy = self.spec.deploy
-        if deploy is None:
-            return None
-        return {
-            "container": deploy.container,
-            "health_url": str(deploy.health_url),
-            "health_timeout": deploy.health_timeout,
-            "docker_url": deploy.docker_url,
-            "docker_conn_id": deploy.docker_conn_id,
-        }
-
     def expand(self) -> BaseOperator | None:
         """expand.sql through the DDL runner, or the app's own migrator in its image."""
         migrator = self.spec.migrator
@@ -187,38 +167,14 @@ class _MigrationDag:
             **self.common(),
         )
 
-    def deploy(self) -> list[BaseOperator]:
-        """``deploy`` then ``watch`` (when the spec's watch is not zero)."""
-        deploy, args = self.spec.deploy, self.deploy_args()
-        if deploy is None or args is None:
-            return []
-        common = {**self.common(), "ledger_schema": self.spec.ledger_schema, "dry_run": DRY_RUN}
-        tasks: list[BaseOperator] = [
-            DockerDeployOperator(task_id="deploy", image=deploy.image, **args, **common)
-        ]
-        if deploy.watch.total_seconds() > 0:
-            tasks.append(
-                DeployWatchSensor(
-                    task_id="watch",
-                    container=deploy.container,
-                    health_url=str(deploy.health_url),
-                    watch=deploy.watch,
-                    escalate_after=deploy.escalate_after,
-                    max_error_lines=deploy.max_error_lines,
-                    metrics_url=str(deploy.metrics_url) if deploy.metrics_url else None,
-                    max_5xx_rate=deploy.max_5xx_rate,
-                    docker_url=deploy.docker_url,
-                    docker_conn_id=deploy.docker_conn_id,
-                    **common,
-                )
-            )
-        return tasks
-
     def rollback(self) -> BaseOperator | None:
-        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql."""
-        args = self.deploy_args()
+        """rollback.sql, preceded by the container's way back; the container alone without rollback.sql.
+
+        With a deploy the rollback owns the queues from before the swap until after rollback.sql.
+        """
+        args, queues = self.deploy_args(), self.rollback_queues()
         if self.spec.sql_path("rollback") is not None:
-            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args)
+            return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args, queues=queues)
         if args is None:
             return None
         return DockerDeployOperator(
@@ -227,6 +183,7 @@ class _MigrationDag:
             trigger_rule=TriggerRule.ONE_FAILED,
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,
+            queues=queues,
             **args,
             **self.common(),
         )
@@ -273,39 +230,6 @@ class _MigrationDag:
             )
             tasks.append(fresh)
         return tasks
-
-    def queues(self) -> list[BaseOperator]:
-        """Pause, drain, and the resume teardown that runs whatever happens (even after a failure)."""
-        queues = self.spec.queues
-        if queues is None:
-            return []
-        redis: dict[str, Any] = {
-            "redis_conn_id": self.spec.redis_conn_id,
-            "queues": list(queues.names),
-            "prefix": queues.prefix,
-        }
-        with TaskGroup("queues"):
-            pause = PauseQueuesOperator(
-                task_id="pause",
-                migration_id=self.spec.id,
-                pause_url=str(queues.pause_url) if queues.pause_url else None,
-                dry_run=DRY_RUN,
-                **redis,
-            )
-            drain = QueueDrainSensor(
-                task_id="drain",
-                drain_timeout=queues.drain_timeout,
-                skip="{{ params.skip_queue_drain }}",
-                deferrable=True,
-                **redis,
-            )
-            resume = ResumeQueuesOperator(
-                task_id="resume",
-                migration_id=self.spec.id,
-                resume_url=str(queues.resume_url) if queues.resume_url else None,
-                **redis,
-            ).as_teardown(setups=pause)
-        return [pause, drain, resume]
 
     def verify(self, task_id: str, after: str, *, baseline: str) -> BaseOperator | None:
         phase_tables = self.tables.get("expand", []) + (

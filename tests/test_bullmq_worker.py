@@ -30,7 +30,7 @@ from airflow_provider_expand.operators.queues import PauseQueuesOperator, Resume
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 
 BULLMQ = Path(__file__).resolve().parent / "bullmq"
-CONTEXT = cast(Context, {})
+CONTEXT = cast(Context, {"run_id": "manual__test-run"})
 JOBS = 8
 
 
@@ -237,3 +237,56 @@ def test_a_killed_worker_leaves_an_active_job_the_sensor_reports_by_id(
     report = snap.orphan_report() or ""
     assert f"active job(s) {job} have no lock key" in report and "an operator must" in report
     ResumeQueuesOperator(task_id="resume", migration_id="m1", **common).execute(CONTEXT)
+
+
+def test_the_rollbacks_hold_waits_for_running_jobs_and_starts_none_until_it_resumes(
+    airflow_conn: dict[str, str],
+    redis_client: redis.Redis,
+    redis_url: str,
+    redis_prefix: str,
+    worker_process: Callable[[Path, dict[str, str]], subprocess.Popen[bytes]],
+) -> None:
+    """The queue runs again after the deploy; a later failure's rollback pauses it, waits for the jobs the
+    worker holds, swaps (here: checks and waits) and resumes: a real BullMQ 5 worker starts nothing between."""
+    import logging
+
+    from airflow_provider_expand.operators.queues import RollbackQueueHold
+
+    app = bullmq_app(5)
+    log = WorkLog(redis_client, f"{redis_prefix}:worklog")
+    worker = worker_process(
+        app, node_env(redis_url, redis_prefix, QUEUE="sync", LOG_KEY=log.key, JOB_MS=1000, CONCURRENCY=2)
+    )
+    wait_until("the worker to be ready", lambda: log.entries("ready"), 30)
+    produced = produce(app, node_env(redis_url, redis_prefix, QUEUE="sync", COUNT=JOBS))
+    wait_until("two jobs to start", lambda: len(log.entries("start")) >= 2, 15)
+    sync = QueueRef(redis_prefix, "sync")
+    config = {
+        "redis_conn_id": "app_redis",
+        "queues": ["sync"],
+        "prefix": redis_prefix,
+        "drain_timeout": dt.timedelta(seconds=30),
+    }
+    hold = RollbackQueueHold(
+        config, migration_id="demo_migration", context=CONTEXT, log=logging.getLogger("test.hold")
+    )
+    seen: dict[str, Any] = {}
+
+    def swap() -> None:  # where the old container goes back
+        seen["active"] = redis_client.llen(sync.key("active"))
+        seen["starts"], seen["finishes"] = log.entries("start"), log.entries("finish")
+        time.sleep(2)
+        seen["starts_after"] = log.entries("start")
+
+    started = time.monotonic()
+    hold.around(swap, lambda: None)
+    assert time.monotonic() - started >= 2
+    assert seen["active"] == 0  # the hold waited for the jobs the worker had taken
+    assert sorted(seen["starts"]) == sorted(seen["finishes"])  # every started job had finished
+    assert seen["starts_after"] == seen["starts"] and len(seen["starts"]) < JOBS  # none started meanwhile
+    assert not redis_client.exists(sync.key("airflow-expand:paused-by"))
+
+    wait_until("every job to finish", lambda: len(log.entries("finish")) >= JOBS, 30)
+    starts = log.entries("start")
+    assert sorted(starts, key=int) == sorted(produced["ids"], key=int) and len(starts) == len(set(starts))
+    assert worker.poll() is None

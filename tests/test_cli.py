@@ -47,8 +47,9 @@ def test_lint_findings_exit_1_with_file_line_code_and_alternative(
     line = len(expand.read_text().splitlines())
     assert out.splitlines() == [
         f"products_title_to_name/expand.sql:{line}: EX201 builds idx_products_title on products without "
-        "CONCURRENTLY: writes to it wait for the whole build — CREATE INDEX CONCURRENTLY, or list it under "
-        "indexes: in migration.yaml (built concurrently, checked valid)"
+        "CONCURRENTLY: writes to it wait for the whole build — CREATE INDEX CONCURRENTLY IF NOT EXISTS (the "
+        "runner rebuilds it if it is left invalid), or list it under indexes: in migration.yaml (built "
+        "concurrently, checked valid)"
     ]
     assert err.strip() == "1 finding(s) in 3 SQL files"
 
@@ -146,6 +147,7 @@ def _record_a_run(dsn: str, schema: str = "airflow_expand") -> None:
     ledger = Ledger(schema)
     with psycopg.connect(dsn, autocommit=True) as conn:
         ledger.ensure(conn)
+        Lifecycle(ledger).move(conn, "products_title_to_name", Event.EXPAND_STARTED)
         Lifecycle(ledger).move(
             conn,
             "products_title_to_name",

@@ -15,12 +15,16 @@ import redis
 from airflow.sdk import Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
+from airflow_provider_expand.engine.errors import TransientError
 from airflow_provider_expand.engine.queues import QueueConnectionError, QueueNameError, QueueRef
 from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
+from tests.deploy.images import app_container, app_images, docker_api
 
-CONTEXT = cast(Context, {})
+__all__ = ["app_container", "app_images", "docker_api"]
+
+CONTEXT = cast(Context, {"run_id": "manual__test-run"})
 
 
 def _bullmq(
@@ -100,6 +104,30 @@ def test_unreachable_redis_names_the_connection_and_queue(
         op.execute(CONTEXT)
     with pytest.raises(QueueConnectionError, match="'dead_redis'"):
         _sensor(redis_prefix, redis_conn_id="dead_redis").poke(CONTEXT)
+    resume = ResumeQueuesOperator(
+        task_id="resume", migration_id="m1", redis_conn_id="dead_redis", queues=["sync"], prefix=redis_prefix
+    )
+    with pytest.raises(TransientError, match=r"'dead_redis': resume incomplete"):  # retried by the policy
+        resume.execute(CONTEXT)
+
+
+def test_resume_whose_ledger_does_not_answer_fails_transiently(
+    monkeypatch: pytest.MonkeyPatch, airflow_conn: dict[str, str], redis_prefix: str
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW_CONN_DEAD_DB", f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    resume = ResumeQueuesOperator(
+        task_id="resume",
+        migration_id="m1",
+        redis_conn_id="app_redis",
+        queues=["sync"],
+        prefix=redis_prefix,
+        postgres_conn_id="dead_db",
+    )
+    with pytest.raises(TransientError):  # the gate cannot be read: retry rather than guess
+        resume.execute(CONTEXT)
 
 
 def test_sensor_reports_active_jobs_then_succeeds_when_they_finish(
@@ -162,3 +190,99 @@ def test_deferrable_sensor_defers_to_the_trigger_and_completes_from_its_event(
     # Already drained: no deferral at all.
     redis_client.delete(ref.key("active"))
     assert sensor.execute(CONTEXT)["drained"] is True
+
+
+def test_resume_acts_only_for_the_run_that_paused(
+    airflow_conn: dict[str, str], redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    sync = _bullmq(redis_client, redis_prefix, "sync")
+    common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
+    run1, run2 = cast(Context, {"run_id": "run-1"}), cast(Context, {"run_id": "run-2"})
+    PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(run1)
+
+    resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], **common)
+    assert [r["action"] for r in resume.execute(run2)] == ["not_ours"]
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+    assert [r["action"] for r in resume.execute(run1)] == ["resumed"]
+    assert not redis_client.exists(sync.key("airflow-expand:paused-by"))
+    with pytest.raises(ValueError, match="run_id"):
+        resume.execute(cast(Context, {}))
+
+
+def test_resume_leaves_the_queues_to_a_rollback_the_ledger_shows_coming(
+    airflow_conn: dict[str, str], redis_client: redis.Redis, redis_prefix: str, pg_conn: Any
+) -> None:
+    from airflow_provider_expand.engine.ledger import Ledger
+
+    sync = _bullmq(redis_client, redis_prefix, "sync")
+    common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
+    PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(CONTEXT)
+    ledger = Ledger()
+    ledger.ensure(pg_conn)
+    ledger.start_step(pg_conn, "m1", "deploy")
+    ledger.finish_step(pg_conn, "m1", "deploy", status="failed", error="health check failed")
+    resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], postgres_conn_id="app_db", **common)
+
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["held_by_rollback"]
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+
+    ledger.start_step(pg_conn, "m1", "rollback:deploy")
+    ledger.finish_step(pg_conn, "m1", "rollback:deploy")  # the old container is back
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["resumed"]
+
+
+def test_a_failed_container_swap_keeps_the_queues_paused_until_the_rollbacks_retry(
+    airflow_conn: dict[str, str],
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    pg_conn: Any,
+    docker_api: Any,
+    app_images: Any,
+    app_container: Any,
+) -> None:
+    """The container swap fails for real (no such container): which code runs is unknown, so the queue stays
+    paused under the rollback's marker and queues.resume leaves it; the rollback's retry (same run) puts the
+    container back and resumes it."""
+    from airflow_provider_expand.engine.ledger import Ledger
+    from airflow_provider_expand.engine.release import DEPLOY_STEP
+    from airflow_provider_expand.operators.deploy import DockerDeployOperator
+    from tests.deploy.images import DOCKER_URL
+
+    sync = _bullmq(redis_client, redis_prefix, "sync")
+    common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
+    PauseQueuesOperator(task_id="pause", queues=["sync"], **common).execute(CONTEXT)
+    ledger = Ledger()
+    ledger.ensure(pg_conn)
+    ledger.start_step(pg_conn, "m1", DEPLOY_STEP)
+    with pg_conn.transaction(), pg_conn.cursor() as cur:
+        ledger.checkpoint(cur, "m1", DEPLOY_STEP, 0, last_key=app_images.v1, rows_added=0)
+    ledger.finish_step(pg_conn, "m1", DEPLOY_STEP, status="failed", error="health check failed")
+    hold = {**{k: common[k] for k in ("redis_conn_id", "prefix")}, "queues": ["sync"]}
+    hold["drain_timeout"] = dt.timedelta(seconds=5)
+
+    def rollback(container: str) -> DockerDeployOperator:
+        return DockerDeployOperator(
+            task_id="rollback",
+            migration_id="m1",
+            postgres_conn_id="app_db",
+            container=container,
+            health_url=f"{app_container.url}/health/ready",
+            health_timeout=dt.timedelta(seconds=20),
+            docker_url=DOCKER_URL,
+            rollback=True,
+            queues=hold,
+        )
+
+    with pytest.raises(Exception, match="expandtest-nosuch"):
+        rollback("expandtest-nosuch").execute(CONTEXT)
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+    assert b'"holder": "rollback"' in (redis_client.get(sync.key("airflow-expand:paused-by")) or b"")
+    resume = ResumeQueuesOperator(task_id="resume", queues=["sync"], postgres_conn_id="app_db", **common)
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["held_by_rollback"]
+    assert redis_client.hget(sync.key("meta"), "paused") == b"1"
+
+    rollback(app_container.name).execute(CONTEXT)  # the retry, once the engine finds the container
+
+    assert redis_client.hget(sync.key("meta"), "paused") is None
+    assert not redis_client.exists(sync.key("airflow-expand:paused-by"))
+    assert [r["action"] for r in resume.execute(CONTEXT)] == ["not_ours"]  # the teardown after it

@@ -2,7 +2,8 @@
 
 Partitions run as separate tasks that start at different times; if each computed its own bounds from
 ``min``/``max`` while the application inserts, neighbouring ranges could overlap or leave a gap. So the
-first partition to start plans all ranges (quantiles of the key) under an advisory lock and stores them
+first partition to start plans all ranges (quantiles of the key) under an advisory lock of the step (its
+siblings wait their turn, polling, not under ``lock_timeout``) and stores them
 in ``<ledger schema>.backfill_ranges``; the others, and every retry, read them back. The first range is
 open below and the last open above, so together they always cover the whole key space exactly once.
 """
@@ -10,12 +11,14 @@ open below and the last open above, so together they always cover the whole key 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.backfill_plan import BackfillError, Target
 from airflow_provider_expand.engine.ledger import Ledger, StepRecord
+from airflow_provider_expand.engine.lock import LEDGER_LOCK, SHARED_LOCK_WAIT, xact_lock
 
 # Above this many rows (pg_class.reltuples) the quantiles come from a TABLESAMPLE of about SAMPLE_ROWS rows.
 SAMPLE_ABOVE = 200_000
@@ -78,6 +81,13 @@ def _ranges_table(ledger: Ledger) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(ledger.schema), sql.Identifier("backfill_ranges"))
 
 
+def _ranges_table_exists(conn: psycopg.Connection, ledger: Ledger) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (_ranges_table(ledger).as_string(conn),)
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _stored(
     conn: psycopg.Connection, ledger: Ledger, migration_id: str, step: str
 ) -> list[tuple[int, int, KeyRange]]:
@@ -105,21 +115,23 @@ def claim_range(
     part: int,
     partitions: int,
     batch_size: int,
+    lock_wait: timedelta = SHARED_LOCK_WAIT,
 ) -> tuple[KeyRange, StepRecord]:
     """This partition's range (planning all of them on first use) and its step, marked running.
 
     A plan is reused while any partition of the step has a ledger row; after a reset (no rows) the ranges
     are planned afresh. Changing ``partitions`` mid-backfill is refused while a partition is running.
+    Waits up to ``lock_wait`` for a sibling partition that is planning.
     """
-    ledger.ensure(conn)
+    ledger.ensure(conn, lock_wait=lock_wait)
     table = _ranges_table(ledger)
+    if not _ranges_table_exists(conn, ledger):
+        with conn.transaction():
+            xact_lock(conn, LEDGER_LOCK, wait=lock_wait)
+            conn.execute(sql.SQL(_DDL).format(t=table))
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('airflow_expand:ledger', 0))")
-        conn.execute(sql.SQL(_DDL).format(t=table))
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"airflow_expand:backfill_ranges:{migration_id}:{step}",),
-        )
+        # Only this step's partitions plan together; they wait their turn, whatever lock_timeout says.
+        xact_lock(conn, f"airflow_expand:backfill_ranges:{migration_id}:{step}", wait=lock_wait)
         stored = _stored(conn, ledger, migration_id, step)
         parts = {s.part: s.status for s in ledger.steps(conn, migration_id) if s.step == step}
         if parts and _matches(stored, partitions):
@@ -170,10 +182,7 @@ def peek_range(
     partitions: int,
 ) -> KeyRange:
     """The range a run would use, without writing anything (for ``dry_run``)."""
-    exists = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (_ranges_table(ledger).as_string(conn),)
-    ).fetchone()
-    if exists and exists[0]:
+    if _ranges_table_exists(conn, ledger):
         stored = _stored(conn, ledger, migration_id, step)
         if _matches(stored, partitions):
             return stored[part][2]

@@ -20,19 +20,22 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.database import backend_pid
+from airflow_provider_expand.engine.errors import ConcurrencyConflictError
 from airflow_provider_expand.engine.index_progress import StatementMonitor
 
 T = TypeVar("T")
 
 
-class LockRetriesExhaustedError(RuntimeError):
-    """The statement never got its lock within ``lock_timeout``, on any try."""
+class LockRetriesExhaustedError(ConcurrencyConflictError):
+    """The statement never got its lock within ``lock_timeout``, on any try: transient, the DAG retries
+    the step later (SQLSTATE 55P03, the lock timeout's)."""
 
     def __init__(self, label: str, tries: int, lock_timeout: timedelta, blockers: str = "") -> None:
         held = f"; held by {blockers}" if blockers else ""
         super().__init__(
             f"{label}: no lock within lock_timeout {lock_timeout.total_seconds():g} s on any of "
-            f"{tries} tries{held}; retry when the blocking transaction has ended"
+            f"{tries} tries{held}; retry when the blocking transaction has ended",
+            "55P03",
         )
         self.label = label
         self.tries = tries

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pglast import ast
 from pglast.stream import RawStream
 
+from .errors import DefinitiveError
 from .statements import SQLFileError, Statement
 
 
-class PhaseFileChangedError(ValueError):
+class PhaseFileChangedError(DefinitiveError):
     """The statements an earlier try already applied differ from the file now: resuming would be a guess."""
 
 

@@ -183,7 +183,7 @@ class StatementMonitor:
         locker = progress.current_locker_pid if progress is not None else None
         blockers = self._describe_blockers(locker or None)
         self.log.info(
-            "%s: %s%s — the build waits until transactions older than it finish; this is not a lock "
+            "%s: %s%s — it waits until transactions older than it finish; this is not a lock "
             "timeout and blocks no other session",
             self.label,
             text,

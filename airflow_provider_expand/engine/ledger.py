@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, get_args
 
 import psycopg
@@ -15,6 +16,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .errors import DefinitiveError
+from .lock import LEDGER_LOCK, SHARED_LOCK_WAIT, xact_lock
 from .redact import redact_url
 
 DEFAULT_SCHEMA = "airflow_expand"
@@ -96,8 +98,6 @@ UPDATE {schema}.migrations m SET phase = 'contracting'
 """,
 }
 
-_LOCK_KEY = "airflow_expand:ledger"
-
 # The moments a migration's row records, in the order they happen (``airflow-expand status`` prints them).
 STAMP_COLUMNS = (
     "expanded_at",
@@ -158,14 +158,15 @@ class Ledger:
     def _t(self, table: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table))
 
-    def ensure(self, conn: psycopg.Connection) -> None:
+    def ensure(self, conn: psycopg.Connection, *, lock_wait: timedelta = SHARED_LOCK_WAIT) -> None:
         """Create the ledger, or upgrade an older one in place; free when it is current (no lock taken)."""
         if self.version(conn) == LEDGER_VERSION:
             return
         schema = sql.Identifier(self.schema)
         with conn.transaction():
-            # serialised, so parallel first uses (backfill partitions) do not race
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_LOCK_KEY,))
+            # serialised, so parallel first uses (backfill partitions) do not race; a wait for another
+            # step creating it is polled (up to lock_wait), so the session's lock_timeout does not fail it
+            xact_lock(conn, LEDGER_LOCK, wait=lock_wait)
             found = self.version(conn)
             if found == LEDGER_VERSION:
                 return

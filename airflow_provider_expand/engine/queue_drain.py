@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +19,13 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from airflow_provider_expand.engine.queue_marker import Marker
 from airflow_provider_expand.engine.queues import (
     DEFAULT_PREFIX,
     MARKER_SUFFIX,
     QueueConnectionError,
-    QueueError,
     QueueRef,
+    QueueRefusedError,
     lua_source,
     queue_refs,
 )
@@ -40,7 +42,7 @@ class QueueSnapshot:
     waiting: int
     delayed: int
     paused: bool
-    paused_by: str
+    paused_by: Marker | None
     orphaned: tuple[str, ...] = ()
     live_workers: int | None = None  # worker connections seen in CLIENT LIST; None: not available
 
@@ -78,6 +80,11 @@ class DrainStatus:
     @property
     def drained(self) -> bool:
         return all(s.active == 0 for s in self.snapshots)
+
+    @property
+    def only_orphans_left(self) -> bool:
+        """Every job still active has lost its worker: nothing will finish it, so waiting is pointless."""
+        return all(s.active == len(s.orphaned) for s in self.snapshots)
 
     @property
     def active(self) -> int:
@@ -124,6 +131,38 @@ def log_drain_status(status: DrainStatus, log: logging.Logger) -> None:
             log.warning("%s", report)
 
 
+def wait_for_drain(
+    client: redis.Redis,
+    queues: Sequence[str] | str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    timeout: dt.timedelta,
+    log: logging.Logger,
+    poll_interval: dt.timedelta = dt.timedelta(seconds=1),
+) -> DrainStatus:
+    """Poll until no job is active, only orphaned ones are (reported), or ``timeout``; never raises on it.
+
+    For the rollback, which must go on either way: it logs what is still running when it gives up.
+    """
+    deadline = time.monotonic() + timeout.total_seconds()
+    status = drain_status(client, queues, prefix=prefix)
+    while not status.drained:
+        if status.only_orphans_left:
+            for snap in status.snapshots:
+                if report := snap.orphan_report():
+                    log.warning("not waiting for them: %s", report)
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("%s; going on without them", status.timeout_message(timeout))
+            return status
+        log_drain_status(status, log)
+        time.sleep(min(poll_interval.total_seconds(), left))
+        status = drain_status(client, queues, prefix=prefix)
+    log.info("queues drained: %s", ", ".join(s.queue for s in status.snapshots))
+    return status
+
+
 def _snapshot_call(ref: QueueRef) -> tuple[list[str], list[Any]]:
     keys = [ref.key(n) for n in ("meta", "wait", "paused", "active", "delayed", "prioritized", "meta-paused")]
     return [*keys, ref.key(MARKER_SUFFIX)], [f"{ref.label}:", MAX_LOCK_CHECKS]
@@ -141,7 +180,7 @@ def _snapshot(ref: QueueRef, raw: list[Any]) -> QueueSnapshot:
         waiting=int(waiting),
         delayed=int(delayed),
         paused=bool(int(paused)),
-        paused_by=_text(paused_by),
+        paused_by=Marker.decode(_text(paused_by)),
         orphaned=tuple(_text(i) for i in orphaned),
     )
 
@@ -177,7 +216,7 @@ def drain_status(
                 f"Redis did not answer while reading queue {ref.label!r}: {exc}"
             ) from exc
         except redis.RedisError as exc:
-            raise QueueError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
+            raise QueueRefusedError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
         snaps.append(_with_workers(snap, ref, clients))
     return DrainStatus(tuple(snaps))
 
@@ -202,7 +241,7 @@ async def adrain_status(
                 f"Redis did not answer while reading queue {ref.label!r}: {exc}"
             ) from exc
         except redis.RedisError as exc:
-            raise QueueError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
+            raise QueueRefusedError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
         snaps.append(_with_workers(snap, ref, clients))
     return DrainStatus(tuple(snaps))
 

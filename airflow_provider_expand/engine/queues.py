@@ -23,6 +23,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from airflow_provider_expand.engine.admin_endpoint import call_admin_endpoint, redact_url
+from airflow_provider_expand.engine.errors import DefinitiveError, ExpandError, ServiceUnavailableError
+from airflow_provider_expand.engine.queue_marker import Marker, PauseResult, ResumeResult
 
 Layout = Literal["auto", "bullmq5", "bullmq6", "bull3"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -38,20 +40,24 @@ _BAD_NAME = re.compile(r"[\s*?\[\]\\:]")
 _BAD_PREFIX = re.compile(r"[\s*?\[\]\\]")
 
 
-class QueueError(RuntimeError):
+class QueueError(ExpandError):
     """A queue could not be paused, resumed or read; the message names the queue."""
 
 
-class QueueNameError(QueueError, ValueError):
+class QueueRefusedError(QueueError, DefinitiveError):
+    """Redis refused a command (a script error, a wrong key type, no permission): a retry does not help."""
+
+
+class QueueNameError(QueueError, DefinitiveError, ValueError):
     """A queue name or prefix that cannot be a BullMQ queue."""
 
 
-class QueueLayoutError(QueueError):
+class QueueLayoutError(QueueError, DefinitiveError):
     """The keys in Redis are not a BullMQ 5, BullMQ 6 or Bull 3 queue (or no queue at all)."""
 
 
-class QueueConnectionError(QueueError):
-    """Redis did not answer."""
+class QueueConnectionError(QueueError, ServiceUnavailableError):
+    """Redis did not answer: retried by the DAG's retry policy."""
 
 
 @dataclass(frozen=True)
@@ -138,119 +144,65 @@ def _check_layout(layout: str) -> None:
         raise QueueLayoutError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
 
 
-def _check_migration_id(migration_id: str) -> None:
-    if not isinstance(migration_id, str) or not migration_id.strip():
-        raise ValueError(f"migration_id must be a non-empty string, got {migration_id!r}")
-
-
 def _run_script(client: redis.Redis, ref: QueueRef, script: str, args: list[Any], doing: str) -> list[str]:
     try:
         raw = client.register_script(lua_source(script))(keys=ref.state_keys(), args=args)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise QueueConnectionError(f"Redis did not answer while {doing} queue {ref.label!r}: {exc}") from exc
     except redis.RedisError as exc:
-        raise QueueError(f"Redis refused {doing} queue {ref.label!r}: {exc}") from exc
+        raise QueueRefusedError(f"Redis refused {doing} queue {ref.label!r}: {exc}") from exc
     reply = [_text(v) for v in raw]
     if reply[0] == "error":
         raise QueueLayoutError(f"queue {ref.label!r}: {reply[1]}; pass layout= to choose one")
     return reply
 
 
-@dataclass(frozen=True)
-class PauseResult:
-    """What the pause script did to one queue."""
-
-    queue: str
-    layout: str
-    version: str
-    action: Literal["paused", "would_pause", "already_paused_by_us", "already_paused"]
-    owner: str
-
-    @property
-    def changed(self) -> bool:
-        return self.action == "paused"
-
-    def describe(self) -> str:
-        where = f"queue {self.queue!r} ({self.layout}{' ' + self.version if self.version else ''})"
-        if self.action == "paused":
-            return f"{where}: paused"
-        if self.action == "would_pause":
-            return f"{where}: dry run, would pause"
-        if self.action == "already_paused_by_us":
-            return f"{where}: already paused by this migration (a retry); still ours to resume"
-        by = f" (marked by migration {self.owner!r})" if self.owner else ""
-        return f"{where}: was already paused before this migration{by}; it will be left paused"
-
-
-@dataclass(frozen=True)
-class ResumeResult:
-    """What the resume script did to one queue."""
-
-    queue: str
-    layout: str
-    version: str
-    action: Literal["resumed", "not_ours", "already_resumed"]
-    owner: str
-    calls: int = 1
-
-    def describe(self) -> str:
-        if self.action == "resumed":
-            extra = f" (paused list moved back in {self.calls} calls)" if self.calls > 1 else ""
-            return f"queue {self.queue!r} ({self.layout}): resumed{extra}"
-        if self.action == "already_resumed":
-            return f"queue {self.queue!r} ({self.layout}): somebody resumed it already"
-        if self.owner:
-            return f"queue {self.queue!r}: paused by migration {self.owner!r}, not this one: left as is"
-        return f"queue {self.queue!r}: not paused by this migration: left as is"
-
-
 def pause_queue(
-    client: redis.Redis, ref: QueueRef, *, migration_id: str, layout: str = "auto", dry_run: bool = False
+    client: redis.Redis, ref: QueueRef, *, marker: Marker, layout: str = "auto", dry_run: bool = False
 ) -> PauseResult:
-    """Pause one queue in one atomic script; stamp our marker only if the state changed."""
+    """Pause one queue in one atomic script; stamp ``marker`` only if the state changed."""
     _check_layout(layout)
-    _check_migration_id(migration_id)
     reply = _run_script(
         client,
         ref,
         "queue_pause",
-        [migration_id, layout, "1" if dry_run else "0", ref.key("paused")],
+        [marker.encode(), layout, "1" if dry_run else "0", ref.key("paused")],
         "pausing",
     )
     action, found, version, owner = reply[:4]
-    return PauseResult(ref.label, found, version, action, owner)  # type: ignore[arg-type]
+    return PauseResult(ref.label, found, version, action, Marker.decode(owner))  # type: ignore[arg-type]
 
 
 def resume_queue(
     client: redis.Redis,
     ref: QueueRef,
     *,
-    migration_id: str,
+    marker: Marker,
     layout: str = "auto",
     chunk: int = RESUME_CHUNK,
 ) -> ResumeResult:
-    """Resume one queue if our marker is on it, moving a long paused list back in bounded chunks."""
+    """Resume one queue if ``marker`` (run and holder) is on it, moving a long paused list back in chunks."""
     _check_layout(layout)
-    _check_migration_id(migration_id)
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     calls = 0
     first_action = ""
     while True:
-        args = [migration_id, layout, "1" if calls == 0 else "0", ref.key("resumed"), chunk]
+        args = [marker.encode(), layout, "1" if calls == 0 else "0", ref.key("resumed"), chunk]
         reply = _run_script(client, ref, "queue_resume", args, "resuming")
         calls += 1
         action, found, version, owner, remaining = reply[0], reply[1], reply[2], reply[3], int(reply[4])
         first_action = first_action or action
-        if action == "not_ours" or remaining == 0:
-            return ResumeResult(ref.label, found, version, first_action, owner, calls)  # type: ignore[arg-type]
+        if action in ("not_ours", "held_by_rollback") or remaining == 0:
+            owned = Marker.decode(owner)
+            return ResumeResult(ref.label, found, version, first_action, owned, calls)  # type: ignore[arg-type]
 
 
 def pause_queues(
     client: redis.Redis,
     queues: Sequence[str] | str,
     *,
-    migration_id: str,
+    marker: Marker,
     log: logging.Logger,
     prefix: str = DEFAULT_PREFIX,
     layout: str = "auto",
@@ -265,11 +217,11 @@ def pause_queues(
     """
     refs = queue_refs(queues, prefix)
     _check_layout(layout)
-    _check_migration_id(migration_id)
+    migration_id = marker.migration_id
     done: list[PauseResult] = []
     try:
         for ref in refs:
-            result = pause_queue(client, ref, migration_id=migration_id, layout=layout, dry_run=dry_run)
+            result = pause_queue(client, ref, marker=marker, layout=layout, dry_run=dry_run)
             log.info("%s", result.describe())
             done.append(result)
         if pause_url and dry_run:
@@ -284,7 +236,7 @@ def pause_queues(
                 log=log,
             )
     except Exception as exc:
-        _undo_pauses(client, refs, done, migration_id=migration_id, layout=layout, log=log, cause=exc)
+        _undo_pauses(client, refs, done, marker=marker, layout=layout, log=log, cause=exc)
         if isinstance(exc, redis.RedisError):
             raise QueueConnectionError(f"Redis failed while pausing queues under {prefix!r}: {exc}") from exc
         raise
@@ -296,7 +248,7 @@ def _undo_pauses(
     refs: list[QueueRef],
     done: list[PauseResult],
     *,
-    migration_id: str,
+    marker: Marker,
     layout: str,
     log: logging.Logger,
     cause: BaseException,
@@ -314,7 +266,7 @@ def _undo_pauses(
     by_label = {r.label: r for r in refs}
     for result in changed:
         try:
-            undone = resume_queue(client, by_label[result.queue], migration_id=migration_id, layout=layout)
+            undone = resume_queue(client, by_label[result.queue], marker=marker, layout=layout)
             log.warning("undo: %s", undone.describe())
         except QueueError as undo_exc:
             log.error(
@@ -329,7 +281,7 @@ def resume_queues(
     client: redis.Redis,
     queues: Sequence[str] | str,
     *,
-    migration_id: str,
+    marker: Marker,
     log: logging.Logger,
     prefix: str = DEFAULT_PREFIX,
     layout: str = "auto",
@@ -339,25 +291,34 @@ def resume_queues(
     """Resume the queues this migration paused (all of them attempted), then the app's ``resume_url``."""
     refs = queue_refs(queues, prefix)
     _check_layout(layout)
-    _check_migration_id(migration_id)
+    migration_id = marker.migration_id
     results: list[ResumeResult] = []
-    errors: list[str] = []
+    errors: list[Exception] = []
     for ref in refs:
         try:
-            result = resume_queue(client, ref, migration_id=migration_id, layout=layout)
+            result = resume_queue(client, ref, marker=marker, layout=layout)
         except QueueError as exc:
             log.error("%s", exc)
-            errors.append(str(exc))
+            errors.append(exc)
             continue
         log.info("%s", result.describe())
         results.append(result)
-    try:
-        _resume_admin_endpoint(client, prefix, migration_id, resume_url, http_timeout, log)
-    except Exception as exc:
-        log.error("%s", exc)
-        errors.append(str(exc))
+    if any(r.action == "held_by_rollback" for r in results):
+        if resume_url:
+            log.info(
+                "not calling %s: the rollback holds the queues and resumes the app", redact_url(resume_url)
+            )
+    else:
+        try:
+            _resume_admin_endpoint(client, prefix, migration_id, resume_url, http_timeout, log)
+        except Exception as exc:
+            log.error("%s", exc)
+            errors.append(exc)
     if errors:
-        raise QueueError("resume incomplete: " + "; ".join(errors))
+        # transient when Redis only did not answer: the retry policy tries again
+        transient = all(isinstance(e, QueueConnectionError) for e in errors)
+        cls = QueueConnectionError if transient else QueueError
+        raise cls("resume incomplete: " + "; ".join(str(e) for e in errors))
     return results
 
 

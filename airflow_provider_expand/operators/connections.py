@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from typing import cast
+import json
 
+import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.database import Connector, configured, connect_params
 
 
 def postgres_connector(postgres_conn_id: str) -> Connector:
-    """``PostgresHook.get_conn`` (psycopg 3 under SQLAlchemy 2) typed as the engine's connector."""
-    return cast(Connector, PostgresHook(postgres_conn_id=postgres_conn_id).get_conn)
+    """``PostgresHook.get_conn`` (psycopg 3), with the engine's keepalives and session settings.
+
+    The hook passes a connection's extras to ``psycopg.connect``: the keepalive parameters the Airflow
+    connection does not set itself are added to its extras (the hook's own copy), so they apply at
+    connect time, where libpq reads them; what the connection sets wins.
+    """
+    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
+
+    def connect() -> psycopg.Connection:
+        airflow_conn = hook.connection  # fetched once per hook, then cached on it
+        extras = airflow_conn.extra_dejson
+        missing = connect_params(extras)
+        if missing:
+            airflow_conn.extra = json.dumps({**extras, **missing})
+        conn = hook.get_conn()
+        if not isinstance(conn, psycopg.Connection):
+            raise TypeError(f"{postgres_conn_id}: PostgresHook gave {type(conn).__name__}, not psycopg 3")
+        return configured(conn)
+
+    return connect

@@ -16,14 +16,21 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
+from airflow_provider_expand.engine.deploy import DeployResult
 from airflow_provider_expand.engine.docker_client import docker_client
 from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
-from airflow_provider_expand.engine.release import DeployTarget, release, roll_back_release
+from airflow_provider_expand.engine.release import (
+    DeployTarget,
+    recorded_previous_image,
+    release,
+    roll_back_release,
+)
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.masking import mask_url_secrets
+from airflow_provider_expand.operators.queues import RollbackQueueHold
 from airflow_provider_expand.retries import ClassifiedErrors
 
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
@@ -60,6 +67,7 @@ class DockerDeployOperator(ClassifiedErrors, BaseOperator):
         rollback: bool = False,
         ledger_schema: str = DEFAULT_SCHEMA,
         dry_run: bool | str = False,
+        queues: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,6 +83,7 @@ class DockerDeployOperator(ClassifiedErrors, BaseOperator):
         self.rollback = rollback
         self.ledger_schema = ledger_schema
         self.is_dry_run = dry_run
+        self.queue_hold = queues  # with rollback: RollbackQueueHold's config, queues paused around the swap
 
     def execute(self, context: Context) -> dict[str, object] | None:
         log = cast(logging.Logger, self.log)
@@ -94,7 +103,21 @@ class DockerDeployOperator(ClassifiedErrors, BaseOperator):
             return None
         client = docker_api(self.docker_url, self.docker_conn_id)
         if self.rollback:
-            back = roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
+            swapped: list[DeployResult | None] = []
+
+            def swap() -> None:
+                swapped.append(
+                    roll_back_release(client, connect, ledger, self.migration_id, self.target, log)
+                )
+
+            if self.queue_hold and recorded_previous_image(connect, ledger, self.migration_id) is not None:
+                hold = RollbackQueueHold(
+                    self.queue_hold, migration_id=self.migration_id, context=context, log=log
+                )
+                hold.around(swap, lambda: None)
+            else:
+                swap()
+            back = swapped[0]
             if back is None:
                 raise AirflowSkipException(f"no deploy of {self.migration_id} recorded: nothing to roll back")
             return back.summary()

@@ -16,7 +16,13 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_expand.engine.queue_drain import DrainStatus, drain_status, log_drain_status
-from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, QueueError, QueueNameError
+from airflow_provider_expand.engine.queues import (
+    DEFAULT_PREFIX,
+    QueueConnectionError,
+    QueueError,
+    QueueNameError,
+    QueueRefusedError,
+)
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.queues import check_queues_unless_templated, redis_client
 from airflow_provider_expand.retries import ClassifiedErrors
@@ -116,4 +122,5 @@ class QueueDrainSensor(ClassifiedErrors, BaseSensorOperator):
             return {k: v for k, v in event.items() if k != "status"}
         if status == "timeout":
             raise AirflowSensorTimeout(str(event.get("message")))
-        raise QueueError(str(event.get("message") or f"queue drain trigger failed: {event!r}"))
+        message = str(event.get("message") or f"queue drain trigger failed: {event!r}")
+        raise (QueueConnectionError if event.get("transient") else QueueRefusedError)(message)

@@ -21,7 +21,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from airflow_provider_expand.engine.queue_drain import adrain_status, log_drain_status
-from airflow_provider_expand.engine.queues import DEFAULT_PREFIX, REDIS_RETRIES, QueueError, queue_refs
+from airflow_provider_expand.engine.queues import (
+    DEFAULT_PREFIX,
+    REDIS_RETRIES,
+    QueueConnectionError,
+    QueueError,
+    queue_refs,
+)
 
 _SSL_ARGS = ("ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
 REDIS_TIMEOUT_SECONDS = 10.0
@@ -100,9 +106,9 @@ class QueueDrainTrigger(BaseTrigger):
                 try:
                     status = await adrain_status(client, self.queues, prefix=self.prefix)
                 except QueueError as exc:
-                    yield TriggerEvent(
-                        {"status": "error", "message": f"Redis connection {self.redis_conn_id!r}: {exc}"}
-                    )
+                    message = f"Redis connection {self.redis_conn_id!r}: {exc}"
+                    transient = isinstance(exc, QueueConnectionError)  # the sensor's retry can get past it
+                    yield TriggerEvent({"status": "error", "message": message, "transient": transient})
                     return
                 log_drain_status(status, cast(logging.Logger, self.log))
                 if status.drained:

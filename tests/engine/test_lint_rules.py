@@ -74,12 +74,6 @@ CASES: list[tuple[str, Phase, str, str]] = [
         "REINDEX INDEX idx_products_name",
         "REINDEX (CONCURRENTLY) INDEX idx_products_name",
     ),
-    (
-        "EX204",
-        "expand",
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON products (name)",
-        "CREATE INDEX CONCURRENTLY i ON products (name)",
-    ),
     # columns
     (
         "EX301",
@@ -187,6 +181,63 @@ CASES: list[tuple[str, Phase, str, str]] = [
         "BEGIN;\nALTER TABLE products DROP COLUMN title;\nCOMMIT",
         "ALTER TABLE products DROP COLUMN title",
     ),
+    # session settings the runner owns
+    ("EX801", "expand", "SET lock_timeout = 0", "SET search_path = app, public"),
+    ("EX801", "contract", "SET LOCAL statement_timeout TO DEFAULT", "SET LOCAL work_mem = '64MB'"),
+    ("EX801", "rollback", "SET idle_in_transaction_session_timeout = 0", "SET application_name = 'x'"),
+    ("EX801", "expand", "RESET lock_timeout", "RESET work_mem"),
+    ("EX801", "contract", "RESET ALL", "RESET search_path"),
+    ("EX801", "expand", "SET statement_timeout FROM CURRENT", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+    ("EX801", "expand", "DISCARD ALL", "DISCARD PLANS"),
+    (
+        "EX801",
+        "expand",
+        "SELECT set_config('lock_timeout', '0', false)",
+        "SELECT set_config('search_path', 'app', false)",
+    ),
+    (
+        "EX801",
+        "contract",
+        "SELECT pg_catalog.set_config('Statement_Timeout'::text, '0', true)",
+        "SELECT current_setting('statement_timeout')",
+    ),
+    (
+        "EX801",
+        "expand",
+        "UPDATE products SET n = 1 WHERE id = (SELECT 1 FROM (SELECT set_config('lock_timeout', '0', true)) s)",
+        "UPDATE products SET n = 1 WHERE id = 1",
+    ),
+    (
+        "EX801",
+        "expand",
+        "DO $$ BEGIN PERFORM 1; END $$; SELECT set_config(current_setting('x.name'), '0', false)",
+        "SELECT set_config('application_name', 'migration', false)",
+    ),
+    (
+        "EX801",
+        "expand",
+        "DO $$ BEGIN SET LOCAL lock_timeout = 0; UPDATE products SET n = 1 WHERE id = 1; END $$",
+        "DO $$ BEGIN SET LOCAL work_mem = '64MB'; UPDATE products SET n = 1 WHERE id = 1; END $$",
+    ),
+    (
+        "EX801",
+        "contract",
+        "DO $$ BEGIN PERFORM set_config('statement_timeout', '0', true); END $$",
+        "DO $$ BEGIN PERFORM set_config('application_name', 'm', true); END $$",
+    ),
+    (
+        "EX801",
+        "rollback",
+        "DO $$ BEGIN IF true THEN EXECUTE 'RESET ALL'; END IF; END $$",
+        "DO $$ BEGIN IF true THEN EXECUTE 'RESET work_mem'; END IF; END $$",
+    ),
+    ("EX802", "expand", "DO $$ BEGIN SET ROLE app_owner; END $$", "DO $$ BEGIN RAISE NOTICE 'x'; END $$"),
+    ("EX802", "expand", "SET ROLE app_owner", "SET search_path = app"),
+    ("EX802", "contract", "SET LOCAL ROLE app_owner", "SELECT 1"),
+    ("EX802", "rollback", "RESET ROLE", "RESET work_mem"),
+    ("EX802", "expand", "SET SESSION AUTHORIZATION app_owner", "SELECT 1"),
+    ("EX802", "expand", "RESET SESSION AUTHORIZATION", "SELECT 1"),
+    ("EX802", "expand", "SELECT set_config('role', 'app_owner', false)", "SELECT 1"),
     # syntax
     (
         "EX001",
@@ -311,3 +362,39 @@ def test_dollar_quoted_bodies_are_not_linted_as_statements() -> None:
         "BEGIN\n  UPDATE products SET name = title;\n  RETURN NEW;\nEND\n$$;\n"
     )
     assert lint_sql(sql, "expand.sql", "expand") == []
+
+
+def test_a_timeout_override_names_the_setting_and_the_safe_alternative() -> None:
+    (finding,) = lint_sql(
+        "ALTER TABLE products ADD COLUMN a int;\nSET LOCAL lock_timeout = 0;\n", "e.sql", "expand"
+    )
+    assert (finding.code, finding.line) == ("EX801", 2)
+    assert finding.message.startswith("SET LOCAL lock_timeout overrides the runner's lock_timeout")
+    assert "lock_timeout (and statement_timeout) in migration.yaml" in finding.alternative
+    (call,) = lint_sql(
+        "SELECT set_config('idle_in_transaction_session_timeout', '0', false)", "c.sql", "contract"
+    )
+    assert call.message.startswith("set_config('idle_in_transaction_session_timeout', ...) overrides")
+    both = lint_sql("SELECT set_config('lock_timeout', '0', false), set_config('role', 'x', false)", "c.sql")
+    assert codes(both) == ["EX801", "EX802"]
+
+
+def test_a_suppressed_timeout_override_is_allowed() -> None:
+    sql = "-- expand: allow EX801 because this lookup table is tiny\nSET lock_timeout = '5s';\n"
+    assert lint_sql(sql, "expand.sql", "expand") == []
+
+
+def test_create_index_concurrently_if_not_exists_is_the_recommended_form() -> None:
+    for phase in ("expand", "contract", "rollback"):
+        sql = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON products (name)"
+        assert lint_sql(sql, "x.sql", phase) == []  # type: ignore[arg-type]
+    (finding,) = lint_sql("CREATE INDEX i ON products (name)", "x.sql", "expand")
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS" in finding.alternative
+
+
+def test_the_rules_table_in_the_docs_lists_every_rule() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "lint.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| EX")]
+    assert rows == [[f"| {rule.code}", f"`{rule.name}`"] for rule in RULES]

@@ -22,6 +22,7 @@ import redis
 
 from airflow_provider_expand.engine.admin_endpoint import AdminEndpointError
 from airflow_provider_expand.engine.queue_drain import drain_status
+from airflow_provider_expand.engine.queue_marker import Marker
 from airflow_provider_expand.engine.queues import (
     QueueConnectionError,
     QueueLayoutError,
@@ -35,6 +36,8 @@ from airflow_provider_expand.engine.queues import (
 )
 
 LOG = logging.getLogger("test.queues")
+M1 = Marker("m1", "run-1")
+M2 = Marker("m2", "run-1")
 META = {"version": "bullmq:5.81.5", "concurrency": "3", "opts.maxLenEvents": "10000"}
 
 
@@ -68,9 +71,9 @@ def ids(r: redis.Redis, key: str) -> list[str]:
     return [v.decode() for v in r.lrange(key, 0, -1)]
 
 
-def marker_of(r: redis.Redis, ref: QueueRef) -> str | None:
+def marker_of(r: redis.Redis, ref: QueueRef) -> Marker | None:
     value = r.get(ref.key("airflow-expand:paused-by"))
-    return value.decode() if value else None
+    return Marker.decode(value.decode()) if value else None
 
 
 def test_bullmq5_pause_renames_wait_and_resume_restores_it(
@@ -79,7 +82,7 @@ def test_bullmq5_pause_renames_wait_and_resume_restores_it(
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:5.81.5")
     before = ids(redis_client, ref.key("wait"))
 
-    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG)
 
     assert (result.action, result.layout, result.version) == ("paused", "bullmq5", "bullmq:5.81.5")
     assert not redis_client.exists(ref.key("wait"))
@@ -87,9 +90,9 @@ def test_bullmq5_pause_renames_wait_and_resume_restores_it(
     assert meta(redis_client, ref) == {**META, "paused": "1"}  # no other field touched
     assert not redis_client.exists(ref.key("marker"))
     assert events(redis_client, ref) == ["paused"]
-    assert marker_of(redis_client, ref) == "m1"
+    assert marker_of(redis_client, ref) == M1
 
-    [back] = resume_queues(redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    [back] = resume_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG)
 
     assert back.action == "resumed"
     assert ids(redis_client, ref.key("wait")) == before
@@ -105,7 +108,7 @@ def test_bullmq6_pause_only_sets_the_flag_and_resume_moves_a_legacy_paused_list_
 ) -> None:
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0", jobs=2)
 
-    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG)
 
     assert (result.action, result.layout) == ("paused", "bullmq6")
     assert ids(redis_client, ref.key("wait")) == ["2", "1"]  # v6 leaves waiting jobs where they are
@@ -117,7 +120,7 @@ def test_bullmq6_pause_only_sets_the_flag_and_resume_moves_a_legacy_paused_list_
     # A paused list left over from a BullMQ 5 era pause: resume must move all of it back.
     legacy = [str(i) for i in range(100, 112)]
     redis_client.rpush(ref.key("paused"), *legacy)
-    back = resume_queue(redis_client, ref, migration_id="m1", chunk=5)
+    back = resume_queue(redis_client, ref, marker=M1, chunk=5)
 
     assert (back.action, back.calls) == ("resumed", 3)
     assert ids(redis_client, ref.key("wait")) == ["2", "1", *legacy]
@@ -134,8 +137,8 @@ def test_resume_with_nothing_waiting_sets_the_delayed_marker(
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0", jobs=0)
     due_ms = 1_900_000_000_000
     redis_client.zadd(ref.key("delayed"), {"9": due_ms * 0x1000 + 9})
-    pause_queue(redis_client, ref, migration_id="m1")
-    resume_queue(redis_client, ref, migration_id="m1")
+    pause_queue(redis_client, ref, marker=M1)
+    resume_queue(redis_client, ref, marker=M1)
     assert redis_client.zrange(ref.key("marker"), 0, -1, withscores=True) == [(b"1", float(due_ms))]
 
 
@@ -146,7 +149,7 @@ def test_bull3_uses_meta_paused_and_publishes(redis_client: redis.Redis, redis_p
     for _ in range(2):
         assert pubsub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
 
-    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    [result] = pause_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG)
 
     assert (result.action, result.layout) == ("paused", "bull3")
     assert redis_client.get(ref.key("meta-paused")) == b"1"
@@ -156,7 +159,7 @@ def test_bull3_uses_meta_paused_and_publishes(redis_client: redis.Redis, redis_p
     message = pubsub.get_message(timeout=2)
     assert message and (message["channel"], message["data"]) == (ref.key("paused").encode(), b"paused")
 
-    resume_queues(redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    resume_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG)
 
     assert not redis_client.exists(ref.key("meta-paused"))
     assert ids(redis_client, ref.key("wait")) == ["3", "2", "1"]
@@ -173,11 +176,11 @@ def test_queue_paused_before_the_migration_stays_paused(redis_client: redis.Redi
     redis_client.rename(ref.key("wait"), ref.key("paused"))
     redis_client.hset(ref.key("meta"), "paused", 1)
 
-    results = pause_queues(redis_client, ["sync", "mail"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    results = pause_queues(redis_client, ["sync", "mail"], prefix=redis_prefix, marker=M1, log=LOG)
     assert [r.action for r in results] == ["already_paused", "paused"]
     assert marker_of(redis_client, ref) is None
 
-    results2 = resume_queues(redis_client, ["sync", "mail"], prefix=redis_prefix, migration_id="m1", log=LOG)
+    results2 = resume_queues(redis_client, ["sync", "mail"], prefix=redis_prefix, marker=M1, log=LOG)
     assert [r.action for r in results2] == ["not_ours", "resumed"]
     assert meta(redis_client, ref)["paused"] == "1"
     assert ids(redis_client, ref.key("paused")) == ["3", "2", "1"]
@@ -188,14 +191,14 @@ def test_pause_is_idempotent_and_another_migrations_pause_is_not_ours(
     redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0")
-    assert pause_queue(redis_client, ref, migration_id="m1").action == "paused"
-    assert pause_queue(redis_client, ref, migration_id="m1").action == "already_paused_by_us"  # a retry
-    other = pause_queue(redis_client, ref, migration_id="m2")
-    assert (other.action, other.owner) == ("already_paused", "m1")
-    assert resume_queue(redis_client, ref, migration_id="m2").action == "not_ours"
+    assert pause_queue(redis_client, ref, marker=M1).action == "paused"
+    assert pause_queue(redis_client, ref, marker=M1).action == "already_paused_by_us"  # a retry
+    other = pause_queue(redis_client, ref, marker=M2)
+    assert (other.action, other.owner) == ("already_paused", M1)
+    assert resume_queue(redis_client, ref, marker=M2).action == "not_ours"
     assert meta(redis_client, ref)["paused"] == "1"
-    assert resume_queue(redis_client, ref, migration_id="m1").action == "resumed"
-    assert resume_queue(redis_client, ref, migration_id="m1").action == "not_ours"  # twice is harmless
+    assert resume_queue(redis_client, ref, marker=M1).action == "resumed"
+    assert resume_queue(redis_client, ref, marker=M1).action == "not_ours"  # twice is harmless
     assert "paused" not in meta(redis_client, ref)
 
 
@@ -203,10 +206,10 @@ def test_resume_after_somebody_else_resumed_clears_our_marker_and_moves_stranded
     redis_client: redis.Redis, redis_prefix: str
 ) -> None:
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0")
-    pause_queue(redis_client, ref, migration_id="m1")
+    pause_queue(redis_client, ref, marker=M1)
     redis_client.hdel(ref.key("meta"), "paused")
     redis_client.rpush(ref.key("paused"), *[str(i) for i in range(50, 57)])  # stranded job ids
-    result = resume_queue(redis_client, ref, migration_id="m1", chunk=3)
+    result = resume_queue(redis_client, ref, marker=M1, chunk=3)
     assert (result.action, result.calls) == ("already_resumed", 3)
     assert marker_of(redis_client, ref) is None
     assert events(redis_client, ref) == ["paused"]  # the resumer announced it, not us
@@ -222,7 +225,7 @@ def test_dry_run_changes_nothing(redis_client: redis.Redis, redis_prefix: str) -
         redis_client,
         ["sync"],
         prefix=redis_prefix,
-        migration_id="m1",
+        marker=M1,
         log=LOG,
         dry_run=True,
         pause_url="http://127.0.0.1:9/never-called",
@@ -230,7 +233,7 @@ def test_dry_run_changes_nothing(redis_client: redis.Redis, redis_prefix: str) -
     assert result.action == "would_pause"
     assert sorted(redis_client.scan_iter(match=f"{redis_prefix}:*")) == keys
     assert {k: redis_client.dump(k) for k in keys} == before
-    assert resume_queue(redis_client, ref, migration_id="m1").action == "not_ours"
+    assert resume_queue(redis_client, ref, marker=M1).action == "not_ours"
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "sync*", "a?b", "[x]", "a:b", "tab\there"])
@@ -239,16 +242,16 @@ def test_bad_queue_names_are_refused_before_anything_is_paused(
 ) -> None:
     ref = make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:5.81.5")
     with pytest.raises(QueueNameError, match="queue name") as err:
-        pause_queues(redis_client, ["sync", bad], prefix=redis_prefix, migration_id="m1", log=LOG)
+        pause_queues(redis_client, ["sync", bad], prefix=redis_prefix, marker=M1, log=LOG)
     assert repr(bad) in str(err.value)
     assert "paused" not in meta(redis_client, ref)
 
 
 def test_bad_prefix_and_duplicate_names(redis_client: redis.Redis) -> None:
     with pytest.raises(QueueNameError, match=r"prefix 'bu\*ll'"):
-        pause_queues(redis_client, ["sync"], prefix="bu*ll", migration_id="m1", log=LOG)
+        pause_queues(redis_client, ["sync"], prefix="bu*ll", marker=M1, log=LOG)
     with pytest.raises(QueueNameError, match=r"'sync'.*listed twice"):
-        pause_queues(redis_client, ["sync", "sync"], prefix="bull", migration_id="m1", log=LOG)
+        pause_queues(redis_client, ["sync", "sync"], prefix="bull", marker=M1, log=LOG)
 
 
 def test_failure_on_a_later_queue_resumes_the_ones_already_paused(
@@ -259,7 +262,7 @@ def test_failure_on_a_later_queue_resumes_the_ones_already_paused(
     make_bullmq(redis_client, redis_prefix, "q3", version="bullmq:4.17.0")
 
     with pytest.raises(QueueLayoutError, match=r"q3.*bullmq:4\.17\.0"):
-        pause_queues(redis_client, ["q1", "q2", "q3"], prefix=redis_prefix, migration_id="m1", log=LOG)
+        pause_queues(redis_client, ["q1", "q2", "q3"], prefix=redis_prefix, marker=M1, log=LOG)
 
     for ref in (first, second):
         assert "paused" not in meta(redis_client, ref)
@@ -270,12 +273,12 @@ def test_failure_on_a_later_queue_resumes_the_ones_already_paused(
 
 def test_missing_queue_and_unknown_layout_are_named(redis_client: redis.Redis, redis_prefix: str) -> None:
     with pytest.raises(QueueLayoutError, match=r"'[^']*:nosuch'.*no such queue"):
-        pause_queues(redis_client, ["nosuch"], prefix=redis_prefix, migration_id="m1", log=LOG)
+        pause_queues(redis_client, ["nosuch"], prefix=redis_prefix, marker=M1, log=LOG)
     ref = QueueRef(redis_prefix, "noversion")
     redis_client.xadd(ref.key("events"), {"event": "added"})
     with pytest.raises(QueueLayoutError, match="cannot tell BullMQ 5 from 6"):
-        pause_queue(redis_client, ref, migration_id="m1")
-    assert pause_queue(redis_client, ref, migration_id="m1", layout="bullmq6").layout == "bullmq6"
+        pause_queue(redis_client, ref, marker=M1)
+    assert pause_queue(redis_client, ref, marker=M1, layout="bullmq6").layout == "bullmq6"
 
 
 def test_redis_that_refuses_or_does_not_answer_is_a_clear_error(redis_prefix: str) -> None:
@@ -284,7 +287,7 @@ def test_redis_that_refuses_or_does_not_answer_is_a_clear_error(redis_prefix: st
         port = s.getsockname()[1]
     refused = with_timeouts(redis.Redis(host="127.0.0.1", port=port), dt.timedelta(seconds=0.5))
     with pytest.raises(QueueConnectionError, match=r"did not answer while pausing queue 'bull:sync'"):
-        pause_queues(refused, ["sync"], migration_id="m1", log=LOG)
+        pause_queues(refused, ["sync"], marker=M1, log=LOG)
 
     # A server that accepts the connection and never replies: the timeout must end the wait.
     silent = socket.socket()
@@ -296,7 +299,7 @@ def test_redis_that_refuses_or_does_not_answer_is_a_clear_error(redis_prefix: st
         )
         started = time.monotonic()
         with pytest.raises(QueueConnectionError, match="'bull:sync'"):
-            pause_queues(client, ["sync"], migration_id="m1", log=LOG)
+            pause_queues(client, ["sync"], marker=M1, log=LOG)
         assert time.monotonic() - started < 5
     finally:
         silent.close()
@@ -351,7 +354,7 @@ def test_admin_endpoint_is_called_on_pause_and_resume(
     redis_client: redis.Redis, redis_prefix: str, admin_app: AdminApp
 ) -> None:
     make_bullmq(redis_client, redis_prefix, "sync", version="bullmq:6.7.0")
-    common: dict[str, Any] = {"prefix": redis_prefix, "migration_id": "m1", "log": LOG}
+    common: dict[str, Any] = {"prefix": redis_prefix, "marker": M1, "log": LOG}
     pause_queues(redis_client, ["sync"], pause_url=f"{admin_app.url}/admin/queues/pause", **common)
     assert admin_app.requests == [("/admin/queues/pause", {"migration_id": "m1", "queues": ["sync"]})]
 
@@ -368,9 +371,7 @@ def test_failing_admin_endpoint_unpauses_the_queues_and_the_teardown_resumes_the
     with pytest.raises(
         AdminEndpointError, match=r"POST http://\*\*\*@127\.0\.0\.1:\d+/fail answered HTTP 500"
     ) as err:
-        pause_queues(
-            redis_client, ["sync"], prefix=redis_prefix, migration_id="m1", log=LOG, pause_url=secret_url
-        )
+        pause_queues(redis_client, ["sync"], prefix=redis_prefix, marker=M1, log=LOG, pause_url=secret_url)
     assert "hunter2" not in str(err.value)
     assert admin_app.auth == ["Basic " + base64.b64encode(b"ops:hunter2").decode()]  # sent as Basic auth
     assert "paused" not in meta(redis_client, ref)
@@ -381,7 +382,7 @@ def test_failing_admin_endpoint_unpauses_the_queues_and_the_teardown_resumes_the
         redis_client,
         ["sync"],
         prefix=redis_prefix,
-        migration_id="m1",
+        marker=M1,
         log=LOG,
         resume_url=f"{admin_app.url}/ok",
     )
@@ -398,7 +399,7 @@ def test_admin_endpoint_redirect_or_timeout_is_an_error(
             redis_client,
             ["sync"],
             prefix=redis_prefix,
-            migration_id="m1",
+            marker=M1,
             log=LOG,
             pause_url=admin_app.url + path,
             http_timeout=dt.timedelta(seconds=0.5),
@@ -416,12 +417,12 @@ def test_drain_reports_active_jobs_whose_worker_died(
     redis_client.zadd(ref.key("delayed"), {"8": 1})
     redis_client.rpush(ref.key("active"), "41", "42")
     redis_client.set(ref.key("41:lock"), "token", px=30_000)  # 41's worker is alive, 42's died
-    pause_queue(redis_client, ref, migration_id="m1")
+    pause_queue(redis_client, ref, marker=M1)
 
     status = drain_status(redis_client, ["sync"], prefix=redis_prefix)
     [snap] = status.snapshots
     assert not status.drained
-    assert (snap.active, snap.waiting, snap.delayed, snap.paused, snap.paused_by) == (2, 3, 1, True, "m1")
+    assert (snap.active, snap.waiting, snap.delayed, snap.paused, snap.paused_by) == (2, 3, 1, True, M1)
     assert snap.orphaned == ("42",)
     assert snap.live_workers == 0
     report = snap.orphan_report()

@@ -17,6 +17,7 @@ from airflow_provider_expand.sensors.soak import SoakSensor
 def _live_since(conn: psycopg.Connection, ago: dt.timedelta, column: str = "deployed_at") -> None:
     ledger = Ledger()
     ledger.ensure(conn)
+    Lifecycle(ledger).move(conn, "m", Event.EXPAND_STARTED)
     Lifecycle(ledger).move(conn, "m", Event.EXPANDED)
     conn.execute(f"UPDATE airflow_expand.migrations SET {column} = now() - %s", (ago,))
 

@@ -7,11 +7,12 @@ import datetime as dt
 import importlib
 import json
 import socket
-from typing import Any
+from typing import Any, cast
 
 import pendulum
 import pytest
 import redis
+from airflow.sdk import Context
 
 from airflow_provider_expand.engine.queues import QueueRef
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
@@ -109,5 +110,14 @@ def test_unreachable_redis_is_an_error_event_naming_the_connection(
         port = s.getsockname()[1]
     monkeypatch.setenv("AIRFLOW_CONN_DEAD_REDIS", f"redis://127.0.0.1:{port}/0")
     event = asyncio.run(_first_event(_trigger(redis_prefix, conn_id="dead_redis")))
-    assert event["status"] == "error"
+    assert event["status"] == "error" and event["transient"] is True
     assert "'dead_redis'" in event["message"] and ":sync'" in event["message"]
+
+    from airflow_provider_expand.engine.errors import TransientError
+    from airflow_provider_expand.sensors.queues import QueueDrainSensor
+
+    sensor = QueueDrainSensor(
+        task_id="drain", redis_conn_id="dead_redis", queues=["sync"], drain_timeout=dt.timedelta(seconds=5)
+    )
+    with pytest.raises(TransientError, match="dead_redis"):  # the retry policy retries it
+        sensor.execute_complete(cast(Context, {}), event)

@@ -13,6 +13,7 @@ from airflow_provider_expand.engine.lint import (
     destructive,
     indexes,
     locking,
+    session,
     transactions,
 )
 from airflow_provider_expand.engine.lint.context import FileContext, ObjectKey
@@ -48,6 +49,7 @@ CHECKED_RULES: tuple[Rule, ...] = (
     *locking.RULES,
     *data.RULES,
     *transactions.RULES,
+    *session.RULES,
 )
 RULES: tuple[Rule, ...] = (SYNTAX, NO_REASON, BAD_SUPPRESSION, *CHECKED_RULES)
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}

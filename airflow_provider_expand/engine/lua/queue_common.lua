@@ -6,7 +6,7 @@
   KEYS[1] meta        KEYS[2] wait      KEYS[3] paused      KEYS[4] marker
   KEYS[5] events      KEYS[6] meta-paused (Bull 3)          KEYS[7] id
   KEYS[8] active      KEYS[9] delayed   KEYS[10] prioritized
-  KEYS[11] our marker: the migration id that paused this queue
+  KEYS[11] the paused-by marker: JSON {migration_id, run_id, holder} of the run that paused this queue
 ]]
 local rcall = redis.call
 local CHUNK = 5000 -- list items moved per RPUSH: bounded, so unpack() stays well inside Lua's stack
@@ -60,4 +60,18 @@ local function moveJobs(src, dst, limit)
     moved = moved + #jobs
   end
   return rcall("LLEN", src)
+end
+
+-- The paused-by marker as {raw, table}; raw is "" without one. A marker that is not JSON (the first
+-- release wrote the bare migration id) has no run: it never matches, so it resumes nothing.
+local function readMarker()
+  local raw = rcall("GET", KEYS[11])
+  if not raw then return "", nil end
+  local ok, m = pcall(cjson.decode, raw)
+  if ok and type(m) == "table" and m.migration_id ~= nil then return raw, m end
+  return raw, {migration_id = raw, run_id = false, holder = "run"}
+end
+
+local function sameRun(m, me)
+  return m ~= nil and m.migration_id == me.migration_id and m.run_id == me.run_id
 end

@@ -1,22 +1,29 @@
 --[[
-  Resume one queue, but only if this migration paused it (our marker, KEYS[11], holds its id).
+  Resume one queue, but only if this run paused it and the caller is its holder (KEYS[11], the marker).
 
-  ARGV[1] migration id   ARGV[2] layout   ARGV[3] "1" on the first call of a resume, "0" on the
-  calls that follow it to move the rest of a long paused list   ARGV[4] Bull 3 pub/sub channel
-  ("<prefix>:<name>:resumed")   ARGV[5] most job ids to move back in this call
+  ARGV[1] our marker (JSON {migration_id, run_id, holder})   ARGV[2] layout   ARGV[3] "1" on the first
+  call of a resume, "0" on the calls that follow it to move the rest of a long paused list   ARGV[4]
+  Bull 3 pub/sub channel ("<prefix>:<name>:resumed")   ARGV[5] most job ids to move back in this call
 
-  Returns {action, layout, version, owner, remaining}; action is one of
-  resumed | not_ours | already_resumed | error. While remaining > 0 the caller calls again with
-  ARGV[3] = "0"; the marker is deleted with the last call, so an interrupted resume can be re-run.
+  Returns {action, layout, version, marker, remaining}; action is one of
+  resumed | already_resumed | not_ours | held_by_rollback | error. While remaining > 0 the caller calls
+  again with ARGV[3] = "0"; the marker is deleted with the last call, so an interrupted resume can be
+  re-run, and a finished one leaves no marker for a later run to trip over.
 ]]
-local owner = rcall("GET", KEYS[11]) or ""
-if owner ~= ARGV[1] then
-  return {"not_ours", "", "", owner, 0}
+local me = cjson.decode(ARGV[1])
+local raw, owner = readMarker()
+if not sameRun(owner, me) then
+  return {"not_ours", "", "", raw, 0}
+end
+if owner.holder ~= me.holder then
+  -- The rollback re-stamped the pause: only the rollback resumes it, after the container swap.
+  if owner.holder == "rollback" then return {"held_by_rollback", "", "", raw, 0} end
+  return {"not_ours", "", "", raw, 0}
 end
 
 local layout, version = detectLayout(ARGV[2])
 if layout == nil then
-  return {"error", version, "", owner, 0}
+  return {"error", version, "", raw, 0}
 end
 
 local first = ARGV[3] == "1"
@@ -50,4 +57,4 @@ end
 if remaining == 0 then
   rcall("DEL", KEYS[11])
 end
-return {action, layout, version, owner, remaining}
+return {action, layout, version, raw, remaining}
