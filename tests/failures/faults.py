@@ -155,9 +155,10 @@ class Killer:
     metadata_db: Path
     dag_id: str
     task_id: str
-    on_kill: Callable[[], None] | None = None  # e.g. end the long transaction a build waited for
+    on_kill: Callable[[], str | None] | None = None  # e.g. end the old transaction; says what it saw
     timeout: float = 300.0
     killed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -175,7 +176,7 @@ class Killer:
     def describe(self) -> str:
         if not self.killed:
             return "never killed" + (f" ({self.errors[-1][:80]})" if self.errors else "")
-        return "SIGKILLed " + ", ".join(self.killed)
+        return "SIGKILLed " + ", ".join(self.killed) + "".join(f"; {n}" for n in self.notes)
 
     def _pid(self) -> tuple[int, int] | None:
         with closing(sqlite3.connect(f"file:{self.metadata_db}?mode=ro", uri=True, timeout=5)) as db:
@@ -212,7 +213,8 @@ class Killer:
                     self.errors.append(f"pid {pid}: {exc}")
                     continue
                 self.killed.append(f"{self.task_id} pid {pid} (try {try_number})")
-                if self.on_kill is not None:
-                    self.on_kill()
+                note = self.on_kill() if self.on_kill is not None else None
+                if note:
+                    self.notes.append(note)
                 return
             time.sleep(0.02)

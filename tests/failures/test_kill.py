@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from tests.failures.executor import run_with_executor
@@ -23,14 +24,30 @@ from tests.failures.scenario import Scenario
 
 pytestmark = pytest.mark.usefixtures("executor_api")
 
+ORPHANS = (
+    "SELECT p.pid FROM pg_stat_progress_create_index p JOIN pg_database d ON d.oid = p.datid"
+    " WHERE d.datname = current_database()"
+)
+
 
 def _killed_then_completes(s: Scenario, step: str, task: str, *, hold_snapshot: bool = False) -> None:
     holders: list[SnapshotHolder] = []
 
-    def end_long_transaction() -> None:
-        time.sleep(1)  # the killed build's backend is left waiting; then the old transaction ends
+    def end_long_transaction() -> str | None:
+        """Whether the killed build's backend outlives its client (it would wait on for the old
+        transaction), then the old transaction ends."""
+        if not holders:
+            return None
+        with psycopg.connect(s.env.dsn, autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute(ORPHANS).fetchall()]
+            time.sleep(2.5)
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchone()
         for holder in holders:
             holder.close()
+        alive = bool(left and left[0])
+        return f"the killed build's backend {'still ran' if alive else 'had ended'} 2.5 s after the kill"
 
     def fault() -> Killer:
         if hold_snapshot:
