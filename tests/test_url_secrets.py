@@ -37,7 +37,7 @@ from tests.secret_urls import PASSWORD, USER, AuthServer, ledger_text, redis_dum
 
 __all__ = ["smtp_inbox"]
 
-CONTEXT = cast(Context, {})
+CONTEXT = cast(Context, {"run_id": "manual__secrets"})
 
 
 @pytest.fixture
