@@ -75,10 +75,10 @@ def configure_session(
         conn.autocommit = autocommit
 
 
-def configured(conn: psycopg.Connection) -> psycopg.Connection:
+def configured(conn: psycopg.Connection, *, application_name: str | None = None) -> psycopg.Connection:
     """``conn`` after :func:`configure_session`; closed if that fails, so a factory never leaks one."""
     try:
-        configure_session(conn)
+        configure_session(conn, application_name=application_name)
     except BaseException:
         conn.close()
         raise

@@ -175,9 +175,10 @@ def _applied(
     record = ledger.step(conn, migration_id, step)
     if record is not None and step != ROLLBACK_STEP and ledger.step(conn, migration_id, ROLLBACK_STEP):
         raise StaleCheckpointError(
-            f"migration {migration_id!r}: a rollback ran after the earlier try of {step}, so {step}'s "
-            "checkpoint no longer describes the schema; start the migration over (reset its ledger: "
-            "the DAG's begin task does this after a rollback)"
+            f"migration {migration_id!r}: a rollback began after the earlier try of {step}, so {step}'s "
+            "checkpoint no longer describes the schema. If that rollback did not finish, this run's rollback "
+            "finishes it; once the ledger says rolled_back, trigger the DAG again to start over (begin "
+            "resets the ledger then)"
         )
     return record, plan.resume_point(record.last_key if record else None)
 

@@ -10,12 +10,13 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow_provider_expand.engine.database import Connector, configured, connect_params
 
 
-def postgres_connector(postgres_conn_id: str) -> Connector:
+def postgres_connector(postgres_conn_id: str, *, application_name: str = "airflow-expand") -> Connector:
     """``PostgresHook.get_conn`` (psycopg 3), with the engine's keepalives and session settings.
 
     The hook passes a connection's extras to ``psycopg.connect``: the keepalive parameters the Airflow
     connection does not set itself are added to its extras (the hook's own copy), so they apply at
-    connect time, where libpq reads them; what the connection sets wins.
+    connect time, where libpq reads them; what the connection sets wins. Its sessions are named
+    ``application_name`` (unless the connection names them), so ``pg_stat_activity`` shows them as ours.
     """
     hook = PostgresHook(postgres_conn_id=postgres_conn_id)
 
@@ -28,6 +29,7 @@ def postgres_connector(postgres_conn_id: str) -> Connector:
         conn = hook.get_conn()
         if not isinstance(conn, psycopg.Connection):
             raise TypeError(f"{postgres_conn_id}: PostgresHook gave {type(conn).__name__}, not psycopg 3")
-        return configured(conn)
+        named = None if "application_name" in extras else application_name
+        return configured(conn, application_name=named)
 
     return connect

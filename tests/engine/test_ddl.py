@@ -218,7 +218,7 @@ def test_a_failing_statement_leaves_its_group_unapplied_and_rollback_runs_after(
 
     # after a rollback, the expand's checkpoint is stale: starting over needs a reset of the ledger
     sql_file.write_text(sql_file.read_text().replace("COLUMN title", "COLUMN c"))
-    with pytest.raises(StaleCheckpointError, match=r"'m': a rollback ran after the earlier try of expand"):
+    with pytest.raises(StaleCheckpointError, match=r"'m': a rollback began after the earlier try of expand"):
         _run(pg_connect, sql_file)
     Ledger().reset(products, "m")
     assert _run(pg_connect, sql_file).applied == 1
