@@ -256,3 +256,14 @@ def pgbouncer(pg_dsn: str) -> Iterator[Callable[..., str]]:
                 process.wait()
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI (``CI=true``) a skipped test is a failure: .ci/run installs everything the tests need, so a skip
+    there means a test silently did not run."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every test: {report.longrepr}"
