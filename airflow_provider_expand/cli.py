@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from airflow_provider_expand.engine.ledger import (
+from airflow_provider_expand.engine.ledger.store import (
     DEFAULT_SCHEMA,
     STAMP_COLUMNS,
     Ledger,

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def _check(check: VerifySpec) -> dict[str, Any]:
-    """A spec check as plain data (what ``engine.verify.check_from_mapping`` reads back in the task)."""
+    """A spec check as plain data (what ``engine.verify.checks.check_from_mapping`` reads back in the task)."""
     return dataclasses.asdict(check.as_check())
 
 

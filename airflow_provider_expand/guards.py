@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.operators.connections import postgres_connector
 

@@ -10,9 +10,9 @@ from typing import Any, Literal
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import DAG, BaseNotifier, BaseOperator, Context
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.timeline import timeline
 from airflow_provider_expand.engine.redact import without_query_texts
-from airflow_provider_expand.engine.timeline import timeline
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.masking import masked_text
 from airflow_provider_expand.spec import MigrationSpec

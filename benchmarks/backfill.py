@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from airflow_provider_expand.engine.backfill import BackfillSpec, run_backfill
+from airflow_provider_expand.engine.backfill.run import BackfillSpec, run_backfill
 from airflow_provider_expand.engine.database import connector_from_dsn
 
 SET = "new_column = old_column"

@@ -25,7 +25,7 @@ import pytest
 import redis
 from airflow.sdk import Context
 
-from airflow_provider_expand.engine.queues import QueueRef
+from airflow_provider_expand.engine.queues.pause import QueueRef
 from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 

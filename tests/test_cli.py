@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from airflow_provider_expand.cli import main
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.lint import lint_migration
 from airflow_provider_expand.spec import load_migration

@@ -16,7 +16,7 @@ from airflow.sdk import Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_expand.engine.errors import TransientError
-from airflow_provider_expand.engine.queues import QueueConnectionError, QueueNameError, QueueRef
+from airflow_provider_expand.engine.queues.pause import QueueConnectionError, QueueNameError, QueueRef
 from airflow_provider_expand.operators.queues import PauseQueuesOperator, ResumeQueuesOperator
 from airflow_provider_expand.sensors.queues import QueueDrainSensor
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
@@ -212,7 +212,7 @@ def test_resume_acts_only_for_the_run_that_paused(
 def test_resume_leaves_the_queues_to_a_rollback_the_ledger_shows_coming(
     airflow_conn: dict[str, str], redis_client: redis.Redis, redis_prefix: str, pg_conn: Any
 ) -> None:
-    from airflow_provider_expand.engine.ledger import Ledger
+    from airflow_provider_expand.engine.ledger.store import Ledger
 
     sync = _bullmq(redis_client, redis_prefix, "sync")
     common: dict[str, Any] = {"migration_id": "m1", "redis_conn_id": "app_redis", "prefix": redis_prefix}
@@ -243,8 +243,8 @@ def test_a_failed_container_swap_keeps_the_queues_paused_until_the_rollbacks_ret
     """The container swap fails for real (no such container): which code runs is unknown, so the queue stays
     paused under the rollback's marker and queues.resume leaves it; the rollback's retry (same run) puts the
     container back and resumes it."""
-    from airflow_provider_expand.engine.ledger import Ledger
-    from airflow_provider_expand.engine.release import DEPLOY_STEP
+    from airflow_provider_expand.engine.deploy.release import DEPLOY_STEP
+    from airflow_provider_expand.engine.ledger.store import Ledger
     from airflow_provider_expand.operators.deploy import DockerDeployOperator
     from tests.deploy.images import DOCKER_URL
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from airflow_provider_expand.engine.verify import Check, RlsProbe
+from airflow_provider_expand.engine.verify.checks import Check, RlsProbe
 from airflow_provider_expand.spec import (
     MigrationSpec,
     SpecError,

@@ -16,11 +16,11 @@ import redis
 from airflow.sdk import Context
 from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 
-from airflow_provider_expand.engine.admin_endpoint import AdminEndpointError
-from airflow_provider_expand.engine.ddl_inspect import lock_holders
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ddl.inspect import lock_holders
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
-from airflow_provider_expand.engine.preflight import QUERY_PREVIEW, long_transactions
+from airflow_provider_expand.engine.preflight.checks import QUERY_PREVIEW, long_transactions
+from airflow_provider_expand.engine.queues.admin_endpoint import AdminEndpointError
 from airflow_provider_expand.engine.redact import (
     query_text,
     redact_url,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import psycopg
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> str:

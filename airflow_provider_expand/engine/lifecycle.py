@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .database import Connector
-from .errors import GuardRefusedError, TransientError
-from .ledger import Ledger, MigrationRecord, Phase
+from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.errors import GuardRefusedError, TransientError
+from airflow_provider_expand.engine.ledger.store import Ledger, MigrationRecord, Phase
 
 
 class Event(enum.Enum):

@@ -1,4 +1,4 @@
-"""``BatchBackfillOperator``: Airflow glue over ``engine.backfill`` (the runbook's 'Migrare Date').
+"""``BatchBackfillOperator``: Airflow glue over ``engine.backfill.run`` (the runbook's 'Migrare Date').
 
 One task backfills one partition; with ``partitions > 1`` the DAG maps it over ``partition`` so the key
 ranges run in parallel on as many workers. A retry (or a new run) resumes from the ledger checkpoint.
@@ -16,9 +16,9 @@ from typing import Any, cast
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_provider_expand.engine.backfill import BackfillInputError, BackfillSpec, run_backfill
+from airflow_provider_expand.engine.backfill.run import BackfillInputError, BackfillSpec, run_backfill
 from airflow_provider_expand.engine.errors import DatabaseStatementError
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool

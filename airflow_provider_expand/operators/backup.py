@@ -14,13 +14,13 @@ from typing import Any, cast
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_expand.engine.backup import (
+from airflow_provider_expand.engine.backup.dump import (
     DEFAULT_PREFIX,
     RestoreRefusedError,
     dump_database,
     restore_dump,
 )
-from airflow_provider_expand.engine.pg_tools import PgTarget
+from airflow_provider_expand.engine.backup.pg_tools import PgTarget
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
 

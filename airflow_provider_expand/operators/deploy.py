@@ -1,7 +1,7 @@
 """``DockerDeployOperator``: the runbook's 'Deploy New Code' (and its way back) over the docker provider.
 
 Thin: the client comes from ``DockerHook`` (or straight from ``docker_url``), the work from
-:mod:`airflow_provider_expand.engine.release`.
+:mod:`airflow_provider_expand.engine.deploy.release`.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import DeployResult
-from airflow_provider_expand.engine.docker_client import docker_client
-from airflow_provider_expand.engine.errors import GuardRefusedError
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
-from airflow_provider_expand.engine.lifecycle import Lifecycle
-from airflow_provider_expand.engine.release import (
+from airflow_provider_expand.engine.deploy.docker_client import docker_client
+from airflow_provider_expand.engine.deploy.release import (
     DeployTarget,
     recorded_previous_image,
     release,
     roll_back_release,
 )
+from airflow_provider_expand.engine.deploy.run import DeployResult
+from airflow_provider_expand.engine.errors import GuardRefusedError
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.lifecycle import Lifecycle
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.operators.masking import mask_url_secrets

@@ -1,4 +1,4 @@
-"""``ConcurrentIndexOperator`` and ``DropIndexConcurrentlyOperator``: Airflow glue over ``engine.index``.
+"""``ConcurrentIndexOperator`` and ``DropIndexConcurrentlyOperator``: Airflow glue over ``engine.index.build``.
 
 The task log is the monitor: the engine logs the ``pg_stat_progress_create_index`` phase and counts
 through ``self.log`` while the build runs. The return value (pushed to XCom) says what was done.
@@ -13,9 +13,9 @@ from typing import Any, cast
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_provider_expand.engine.index import IndexSpec, build_index, drop_index
-from airflow_provider_expand.engine.index_spec import IndexSpecError
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA
+from airflow_provider_expand.engine.index.build import IndexSpec, build_index, drop_index
+from airflow_provider_expand.engine.index.spec import IndexSpecError
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool

@@ -13,9 +13,9 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, forward_only
-from airflow_provider_expand.engine.verify import snapshot
+from airflow_provider_expand.engine.verify.checks import snapshot
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool
 from airflow_provider_expand.retries import ClassifiedErrors

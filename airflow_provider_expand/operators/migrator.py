@@ -17,7 +17,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import Context
 from airflow.sdk.log import mask_secret
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector

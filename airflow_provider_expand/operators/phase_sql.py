@@ -1,7 +1,7 @@
 """``PhaseSQLOperator``: one phase's SQL file (expand, contract or rollback) through the DDL runner.
 
 Thin on purpose: the connection comes from ``PostgresHook``, everything else (lock retries, transaction
-groups, the advisory lock, resume, the ledger) from :func:`airflow_provider_expand.engine.ddl.run_phase`.
+groups, the advisory lock, resume, the ledger) from :func:`airflow_provider_expand.engine.ddl.phase.run_phase`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal, cast, get_args
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_provider_expand.engine.ddl import PHASE_EVENTS, DDLPolicy, run_phase
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ddl.phase import PHASE_EVENTS, DDLPolicy, run_phase
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.statements import load_statements
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.flags import as_bool

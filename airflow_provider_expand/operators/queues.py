@@ -1,9 +1,9 @@
 """``PauseQueuesOperator`` / ``ResumeQueuesOperator``: the runbook's queue pause around a migration.
 
-Thin glue over :mod:`airflow_provider_expand.engine.queues`; Redis comes from ``RedisHook``. The resume
+Thin glue over :mod:`airflow_provider_expand.engine.queues.pause`; Redis comes from ``RedisHook``. The resume
 is meant as the teardown of the pause: it acts only on queues carrying this run's marker, so it is safe
 to run after a failed pause, a dry run, or twice; with the ledger at hand it also leaves the queues to a
-rollback that holds them (:func:`~airflow_provider_expand.engine.queue_hold.rollback_owns_queues`).
+rollback that holds them (:func:`~airflow_provider_expand.engine.queues.hold.rollback_owns_queues`).
 :class:`RollbackQueueHold` is the rollback's side of it.
 """
 
@@ -18,16 +18,16 @@ import redis
 from airflow.providers.redis.hooks.redis import RedisHook
 from airflow.sdk import Context
 
-from airflow_provider_expand.engine.admin_endpoint import validate_admin_url
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
-from airflow_provider_expand.engine.queue_hold import (
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.queues.admin_endpoint import validate_admin_url
+from airflow_provider_expand.engine.queues.hold import (
     RollbackQueues,
     hold_for_rollback,
     release_after_rollback,
     rollback_owns_queues,
 )
-from airflow_provider_expand.engine.queue_marker import Marker
-from airflow_provider_expand.engine.queues import (
+from airflow_provider_expand.engine.queues.marker import Marker
+from airflow_provider_expand.engine.queues.pause import (
     DEFAULT_HTTP_TIMEOUT,
     DEFAULT_PREFIX,
     LAYOUTS,

@@ -14,10 +14,14 @@ from typing import Any, cast
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_expand.engine.deploy.release import (
+    DeployTarget,
+    recorded_previous_image,
+    roll_back_release,
+)
 from airflow_provider_expand.engine.errors import GuardRefusedError
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, wait_for_steps_to_stop
-from airflow_provider_expand.engine.release import DeployTarget, recorded_previous_image, roll_back_release
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api
 from airflow_provider_expand.operators.masking import mask_url_secrets

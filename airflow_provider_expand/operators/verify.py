@@ -9,8 +9,8 @@ from typing import Any, cast
 from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.errors import DefinitiveError
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA
-from airflow_provider_expand.engine.verify import (
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
+from airflow_provider_expand.engine.verify.checks import (
     CheckResult,
     SchemaSnapshot,
     check_from_mapping,

@@ -10,7 +10,7 @@ from typing import Any, cast
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_expand.engine.backup import DEFAULT_PATTERN, BackupVerdict, judge_backup
+from airflow_provider_expand.engine.backup.dump import DEFAULT_PATTERN, BackupVerdict, judge_backup
 from airflow_provider_expand.retries import ClassifiedErrors
 
 

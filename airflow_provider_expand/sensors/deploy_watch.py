@@ -15,8 +15,8 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
-from airflow_provider_expand.engine.watch import DeployWatch, EscalationError, WatchLimits
+from airflow_provider_expand.engine.deploy.watch import DeployWatch, EscalationError, WatchLimits
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.operators.connections import postgres_connector
 from airflow_provider_expand.operators.deploy import docker_api

@@ -18,7 +18,7 @@ from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_expand.engine.errors import DatabaseUnavailableError
-from airflow_provider_expand.engine.preflight import (
+from airflow_provider_expand.engine.preflight.checks import (
     LongTransaction,
     PreflightError,
     PreflightReport,

@@ -15,8 +15,8 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_expand.engine.queue_drain import DrainStatus, drain_status, log_drain_status
-from airflow_provider_expand.engine.queues import (
+from airflow_provider_expand.engine.queues.drain import DrainStatus, drain_status, log_drain_status
+from airflow_provider_expand.engine.queues.pause import (
     DEFAULT_PREFIX,
     QueueConnectionError,
     QueueError,

@@ -16,7 +16,7 @@ from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import Context
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.engine.soak import ContractWindow, soak_until
 from airflow_provider_expand.guards import forward_only_noop

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import model_validator as _model_validator
 
-from airflow_provider_expand.engine.verify import Check, RlsProbe
+from airflow_provider_expand.engine.verify.checks import Check, RlsProbe
 from airflow_provider_expand.spec.durations import PositiveDuration
 from airflow_provider_expand.spec.fragments import SelectQuery
 from airflow_provider_expand.spec.names import HttpUrl, Identifier, QualifiedName, SettingName, SettingValue

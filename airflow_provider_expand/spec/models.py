@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
-from airflow_provider_expand.engine.ledger import DEFAULT_SCHEMA
+from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
 from airflow_provider_expand.engine.soak import ContractWindow
 from airflow_provider_expand.spec.checks import STRICT, VerifySpec
 from airflow_provider_expand.spec.durations import Duration, PositiveDuration

@@ -19,7 +19,7 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_expand.engine.errors import TransientError, database_error
-from airflow_provider_expand.engine.preflight import (
+from airflow_provider_expand.engine.preflight.checks import (
     along_transactions,
     log_long_transactions,
     long_transactions_timeout_message,

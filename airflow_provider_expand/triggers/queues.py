@@ -20,8 +20,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from airflow_provider_expand.engine.queue_drain import adrain_status, log_drain_status
-from airflow_provider_expand.engine.queues import (
+from airflow_provider_expand.engine.queues.drain import adrain_status, log_drain_status
+from airflow_provider_expand.engine.queues.pause import (
     DEFAULT_PREFIX,
     REDIS_RETRIES,
     QueueConnectionError,

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import copy_migration, install_dag_file, run_dag, seed_demo, states
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages, app_container, app_images, docker_api
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import (
     Writer,
     copy_migration,

@@ -12,8 +12,8 @@ import pytest
 import redis
 import yaml
 
-from airflow_provider_expand.engine.ledger import Ledger
-from airflow_provider_expand.engine.pg_tools import PgTarget, client_env, resolve_tool
+from airflow_provider_expand.engine.backup.pg_tools import PgTarget, client_env, resolve_tool
+from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import (
     Writer,
     copy_migration,

@@ -21,7 +21,7 @@ import pytest
 import redis
 from docker import APIClient
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import copy_migration, install_dag_file, run_dag, seed_bullmq_queue, seed_demo, states
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages, app_container, app_images, docker_api
 

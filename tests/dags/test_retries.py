@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import copy_migration, install_dag_file, run_dag, seed_demo, states
 
 ROWS = 60_000

@@ -1,4 +1,4 @@
-"""engine.deploy against a real Docker engine: recreate on a new image keeping the configuration, the
+"""engine.deploy.run against a real Docker engine: recreate on a new image keeping the configuration, the
 health gate, and bad input refused before the running container is touched."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import urllib.request
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import deploy, wait_healthy
-from airflow_provider_expand.engine.docker_client import (
+from airflow_provider_expand.engine.deploy.docker_client import (
     ContainerNotFound,
     EngineUnreachable,
     HealthCheckFailed,
@@ -21,6 +20,7 @@ from airflow_provider_expand.engine.docker_client import (
     docker_client,
     running_image,
 )
+from airflow_provider_expand.engine.deploy.run import deploy, wait_healthy
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages
 
 log = logging.getLogger("test.deploy")

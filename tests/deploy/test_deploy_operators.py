@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.docker_client import HealthCheckFailed
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.deploy.docker_client import HealthCheckFailed
+from airflow_provider_expand.engine.deploy.release import DEPLOY_STEP, ROLLBACK_STEP
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
-from airflow_provider_expand.engine.release import DEPLOY_STEP, ROLLBACK_STEP
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from airflow_provider_expand.operators.migrator import MigratorOperator, database_url
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages

@@ -17,8 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
 from docker import APIClient
 
-from airflow_provider_expand.engine.docker_client import HealthCheckFailed
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.deploy.docker_client import HealthCheckFailed
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from airflow_provider_expand.sensors.deploy_watch import DeployWatchSensor

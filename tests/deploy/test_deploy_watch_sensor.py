@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from docker import APIClient
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.sensors.deploy_watch import WATCH_STEP, DeployWatchSensor
 from tests.deploy.images import DOCKER_URL, AppContainer

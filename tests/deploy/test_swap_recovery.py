@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.container_swap import aside_name, create_config
-from airflow_provider_expand.engine.docker_client import DockerRefused
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.deploy.container_swap import aside_name, create_config
+from airflow_provider_expand.engine.deploy.docker_client import DockerRefused
+from airflow_provider_expand.engine.deploy.release import DEPLOY_STEP, ROLLBACK_STEP
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
-from airflow_provider_expand.engine.release import DEPLOY_STEP, ROLLBACK_STEP
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
 from tests.deploy.images import DOCKER_URL, AppImages, free_port
 

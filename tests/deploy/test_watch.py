@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from docker import APIClient
 
-from airflow_provider_expand.engine.deploy import wait_healthy
-from airflow_provider_expand.engine.watch import (
+from airflow_provider_expand.engine.deploy.run import wait_healthy
+from airflow_provider_expand.engine.deploy.watch import (
     DeployWatch,
     EscalationError,
     RequestCounts,

@@ -15,7 +15,7 @@ from airflow_provider_expand.engine.errors import (
     DefinitiveError,
     GuardRefusedError,
 )
-from airflow_provider_expand.engine.ledger import LEDGER_VERSION, Ledger, LedgerVersionError
+from airflow_provider_expand.engine.ledger.store import LEDGER_VERSION, Ledger, LedgerVersionError
 from airflow_provider_expand.engine.lifecycle import (
     TRANSITIONS,
     Event,

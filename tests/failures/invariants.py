@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
-from airflow_provider_expand.engine.pg_tools import PgTarget, client_env, resolve_tool
-from airflow_provider_expand.engine.queues import MARKER_SUFFIX
+from airflow_provider_expand.engine.backup.pg_tools import PgTarget, client_env, resolve_tool
+from airflow_provider_expand.engine.queues.pause import MARKER_SUFFIX
 from tests.dags.harness import Writer
 
 LEDGER_SCHEMA = "airflow_expand"

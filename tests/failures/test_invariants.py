@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from airflow_provider_expand.engine.queues import MARKER_SUFFIX
+from airflow_provider_expand.engine.queues.pause import MARKER_SUFFIX
 from tests.dags.harness import Writer, seed_bullmq_queue, seed_demo
 from tests.failures.invariants import LEDGER_SCHEMA, check_invariants
 

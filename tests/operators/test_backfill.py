@@ -13,14 +13,14 @@ import psycopg
 import pytest
 from airflow.sdk import DAG, Connection, Context
 
-from airflow_provider_expand.engine.backfill import BackfillInputError
+from airflow_provider_expand.engine.backfill.run import BackfillInputError
 from airflow_provider_expand.engine.errors import (
     DatabaseStatementError,
     DatabaseUnavailableError,
     DefinitiveError,
     TransientError,
 )
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 
 NO_CONTEXT: Context = {}

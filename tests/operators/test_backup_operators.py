@@ -15,7 +15,7 @@ import pytest
 from airflow.sdk._shared.secrets_masker.secrets_masker import redact
 from psycopg import sql
 
-from airflow_provider_expand.engine.backup import RestoreRefusedError, judge_backup
+from airflow_provider_expand.engine.backup.dump import RestoreRefusedError, judge_backup
 from airflow_provider_expand.operators.backup import PgDumpOperator, PgRestoreOperator
 
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from airflow.sdk import DAG, Context
 
-from airflow_provider_expand.engine.index import IndexBuildError
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.index.build import IndexBuildError
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.operators.index import ConcurrentIndexOperator, DropIndexConcurrentlyOperator
 
 FAST: dict[str, Any] = {

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from airflow.sdk import Context
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 
 

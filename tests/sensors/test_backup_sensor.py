@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_expand.engine.backup import BackupDirectoryError
+from airflow_provider_expand.engine.backup.dump import BackupDirectoryError
 from airflow_provider_expand.operators.backup import PgDumpOperator
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
 

@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.errors import DatabaseUnavailableError
-from airflow_provider_expand.engine.preflight import (
+from airflow_provider_expand.engine.preflight.checks import (
     BackupSpaceError,
     PreflightError,
     RedisUnavailableError,

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_provider_expand.engine.ledger import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.sensors.soak import SoakSensor
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 from airflow.sdk import Context
 
-from airflow_provider_expand.engine.queues import QueueRef
+from airflow_provider_expand.engine.queues.pause import QueueRef
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
 
 

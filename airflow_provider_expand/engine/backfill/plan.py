@@ -1,0 +1,326 @@
+"""What a backfill will run, checked before any row changes: the spec, its SQL fragments, the table and key.
+
+``set`` and ``where`` come from the migration file, but they are still pasted into statements, so they are
+parsed with pglast as ``UPDATE t SET <set> WHERE <where>`` (exactly one UPDATE, nothing else) and only the
+*deparsed* parse tree is ever run: a comment or a second statement cannot ride along. The database then
+checks names and types with ``EXPLAIN`` (plans, runs nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pglast
+import psycopg
+from pglast import ast
+from pglast.parser import ParseError
+from pglast.stream import RawStream
+from psycopg import sql
+
+# BackfillError is re-exported for backfill_ranges, which imports it from here.
+from airflow_provider_expand.engine.backfill.errors import BackfillError as BackfillError
+from airflow_provider_expand.engine.backfill.errors import BackfillInputError
+from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate
+
+_PLACEHOLDER_TABLE = "_expand_backfill_target"
+# A batch may run this many times its target before the engine splits it; never less than the floor.
+STATEMENT_TIMEOUT_FACTOR = 10
+STATEMENT_TIMEOUT_FLOOR = dt.timedelta(seconds=1)
+STATEMENT_TIMEOUT_FIXED = dt.timedelta(seconds=30)  # batches of a fixed size (no target_batch_time)
+
+
+@dataclass(frozen=True)
+class BackfillSpec:
+    """One backfill of the migration spec (DESIGN.md ``backfill:``), in engine types.
+
+    ``batch_size`` is the starting number of rows (in key order) per batch; with ``target_batch_time`` set
+    it adapts towards that time per batch transaction, between ``min_batch_size`` and ``max_batch_size``
+    (defaults: ``min(batch_size, 100)`` and ``max(batch_size, 100_000)``). ``max_sweep_rounds`` bounds the
+    final sweep: when rows still match ``where`` after that many rounds, something keeps creating them.
+    ``statement_timeout`` bounds each batch statement (default: :attr:`batch_statement_timeout`); a batch
+    that hits it is split in half and retried, down to one row.
+    """
+
+    table: str
+    set: str
+    where: str | None
+    key: str | None = None
+    batch_size: int = 10_000
+    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=100)
+    pause: dt.timedelta = dt.timedelta(milliseconds=100)
+    partitions: int = 1
+    min_batch_size: int | None = None
+    max_batch_size: int | None = None
+    max_sweep_rounds: int = 20
+    statement_timeout: dt.timedelta | None = None
+
+    @property
+    def step(self) -> str:
+        """The ledger step name: ``backfill:<table>`` (one part per partition)."""
+        return f"backfill:{self.table}"
+
+    @property
+    def batch_bounds(self) -> tuple[int, int]:
+        low = self.min_batch_size if self.min_batch_size is not None else min(self.batch_size, 100)
+        high = self.max_batch_size if self.max_batch_size is not None else max(self.batch_size, 100_000)
+        return low, high
+
+    @property
+    def batch_statement_timeout(self) -> dt.timedelta:
+        """How long one batch statement may run: the spec's value, else 10x the target (at least 1 s)."""
+        if self.statement_timeout is not None:
+            return self.statement_timeout
+        if self.target_batch_time is None:
+            return STATEMENT_TIMEOUT_FIXED
+        return max(self.target_batch_time * STATEMENT_TIMEOUT_FACTOR, STATEMENT_TIMEOUT_FLOOR)
+
+    def check(self, partition: int) -> None:
+        """The checks that need no database: numbers and ranges."""
+
+        def whole(field: str, value: object, minimum: int) -> None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BackfillInputError(field, f"must be an integer, got {value!r}")
+            if value < minimum:
+                raise BackfillInputError(field, f"must be >= {minimum}, got {value}")
+
+        whole("batch_size", self.batch_size, 1)
+        whole("partitions", self.partitions, 1)
+        whole("partition", partition, 0)
+        whole("max_sweep_rounds", self.max_sweep_rounds, 1)
+        if partition >= self.partitions:
+            raise BackfillInputError(
+                "partition",
+                f"must be in 0..{self.partitions - 1} (partitions={self.partitions}), got {partition}",
+            )
+        low, high = self.batch_bounds
+        whole("min_batch_size", low, 1)
+        whole("max_batch_size", high, low)
+        if self.target_batch_time is not None and self.target_batch_time <= dt.timedelta(0):
+            raise BackfillInputError("target_batch_time", f"must be > 0, got {self.target_batch_time}")
+        if self.pause < dt.timedelta(0):
+            raise BackfillInputError("pause", f"must be >= 0, got {self.pause}")
+        if self.statement_timeout is not None and self.statement_timeout < dt.timedelta(milliseconds=1):
+            raise BackfillInputError("statement_timeout", f"must be >= 1ms, got {self.statement_timeout}")
+
+
+@dataclass(frozen=True)
+class UpdateFragments:
+    """``set`` and ``where`` as deparsed by pglast (safe to paste), and the columns ``set`` assigns."""
+
+    set_sql: str
+    where_sql: str
+    assigned: tuple[str, ...]
+
+
+def _parse(text: str, field: str) -> list[ast.RawStmt]:
+    try:
+        return list(pglast.parse_sql(text))
+    except ParseError as exc:
+        raise BackfillInputError(field, f"does not parse: {exc.args[0]}") from exc
+
+
+def parse_fragments(set_text: str, where_text: str | None) -> UpdateFragments:
+    """Parse ``UPDATE t SET <set> WHERE <where>``; accept exactly one plain UPDATE, return its pieces."""
+    if not set_text or not set_text.strip():
+        raise BackfillInputError("set", "must not be empty (e.g. 'name = title')")
+    if where_text is None or not where_text.strip():
+        raise BackfillInputError(
+            "where",
+            "is required (e.g. 'name IS NULL AND title IS NOT NULL'): it selects the rows still to do, "
+            "which makes the backfill resumable and lets the final sweep prove it complete",
+        )
+    alone = _parse(f"UPDATE {_PLACEHOLDER_TABLE} SET {set_text}", "set")
+    if len(alone) != 1 or not isinstance(alone[0].stmt, ast.UpdateStmt):
+        raise BackfillInputError("set", f"{set_text!r} must be assignments of one UPDATE, no ';'")
+    only_set = alone[0].stmt
+    if only_set.whereClause or only_set.fromClause or only_set.returningClause:
+        raise BackfillInputError("set", f"{set_text!r} must be assignments only; put conditions in where")
+    whole = _parse(f"UPDATE {_PLACEHOLDER_TABLE} SET {set_text} WHERE {where_text}", "where")
+    if len(whole) != 1 or not isinstance(whole[0].stmt, ast.UpdateStmt):
+        raise BackfillInputError("where", f"{where_text!r} must be one condition, no ';'")
+    stmt = whole[0].stmt
+    if stmt.whereClause is None or stmt.fromClause or stmt.returningClause or stmt.withClause:
+        raise BackfillInputError("where", f"{where_text!r} must be a condition only (no FROM, RETURNING)")
+    where_node = stmt.whereClause
+    stmt.whereClause = None
+    printed = RawStream()(stmt)
+    prefix = f"UPDATE {_PLACEHOLDER_TABLE} SET "
+    if not printed.startswith(prefix):  # pragma: no cover - pglast prints UPDATE this way
+        raise BackfillInputError("set", f"{set_text!r} cannot be reprinted safely")
+    assigned = tuple(t.name for t in stmt.targetList or () if isinstance(t, ast.ResTarget) and t.name)
+    return UpdateFragments(
+        set_sql=printed[len(prefix) :], where_sql=RawStream()(where_node), assigned=assigned
+    )
+
+
+def parse_table(table: str) -> tuple[str | None, str]:
+    """``products`` / ``shop.products`` / ``"Odd Name"`` -> (schema or None, name), via the real parser."""
+    if not table or not table.strip():
+        raise BackfillInputError("table", "must not be empty")
+    stmts = _parse(f"SELECT FROM {table}", "table")
+    node = stmts[0].stmt if len(stmts) == 1 else None
+    sources = node.fromClause if isinstance(node, ast.SelectStmt) and node.whereClause is None else None
+    rel = sources[0] if sources and len(sources) == 1 else None
+    if (
+        not isinstance(rel, ast.RangeVar)
+        or rel.alias is not None
+        or rel.catalogname
+        or not rel.inh
+        or not rel.relname
+    ):
+        raise BackfillInputError("table", f"{table!r} must be a table name, optionally schema-qualified")
+    return rel.schemaname, str(rel.relname)
+
+
+def _literal_sql(text: str) -> sql.SQL:
+    """A deparsed fragment inside a composed statement: ``%`` doubled, as every statement binds params."""
+    return sql.SQL(text.replace("%", "%%"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """The table, key and fragments of a validated backfill, ready to compose statements from."""
+
+    label: str
+    table: sql.Composed
+    key: str
+    key_type: str
+    set_sql: sql.SQL
+    where_sql: sql.SQL
+    by_ctid: bool
+    reltuples: float
+
+    @property
+    def key_ident(self) -> sql.Identifier:
+        return sql.Identifier(self.key)
+
+    def range_condition(self, lower: str | None, upper: str | None, prefix: str = "") -> sql.Composable:
+        """``key > %(<prefix>lower)s AND key <= %(<prefix>upper)s``, leaving out the unbounded sides."""
+        parts: list[sql.Composable] = [sql.SQL("true")]
+        if lower is not None:
+            parts.append(sql.SQL("{} > {}").format(self.key_ident, sql.Placeholder(f"{prefix}lower")))
+        if upper is not None:
+            parts.append(sql.SQL("{} <= {}").format(self.key_ident, sql.Placeholder(f"{prefix}upper")))
+        return sql.SQL(" AND ").join(parts)
+
+
+def _table_row(conn: psycopg.Connection, schema: str | None, name: str) -> tuple[int, str, float, bool]:
+    qualified = (sql.Identifier(schema, name) if schema else sql.Identifier(name)).as_string(conn)
+    row = conn.execute(
+        "SELECT c.oid, c.relkind, c.reltuples, c.relhassubclass, row_security_active(c.oid), current_user"
+        " FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        (qualified,),
+    ).fetchone()
+    if row is None:
+        where = f"schema {schema!r}" if schema else "the search_path"
+        raise BackfillInputError("table", f"{qualified} does not exist in {where}")
+    oid, relkind, reltuples, has_children, rls, role = row
+    if relkind not in ("r", "p"):
+        raise BackfillInputError("table", f"{qualified} is not a table (relkind {relkind!r})")
+    if rls:  # the backfill would see, and the sweep would vouch for, only the rows the policies show
+        raise BackfillInputError(
+            "table",
+            f"row level security of {qualified} applies to role {role!r}: run the backfill as the table owner "
+            "or a BYPASSRLS role",
+        )
+    return int(oid), str(relkind), float(reltuples), bool(has_children)
+
+
+def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None) -> tuple[str, str]:
+    """The key to walk: the single-column primary key by default; it must be NOT NULL and unique."""
+    if key is None:
+        row = conn.execute(
+            "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i"
+            " CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indrelid = %s AND i.indisprimary",
+            (oid,),
+        ).fetchone()
+        columns: list[str] = row[0] if row and row[0] else []
+        if not columns:
+            raise BackfillInputError(
+                "key", f"table {label} has no primary key; name a unique NOT NULL column as key"
+            )
+        if len(columns) > 1:
+            raise BackfillInputError(
+                "key",
+                f"the primary key of {label} is composite ({', '.join(columns)}); "
+                "name one unique NOT NULL column as key",
+            )
+        key = columns[0]
+    row = conn.execute(
+        "SELECT a.attnum, a.attnotnull, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " WHERE a.attrelid = %s AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+        (oid, key),
+    ).fetchone()
+    if row is None:
+        raise BackfillInputError("key", f"column {key!r} does not exist in table {label}")
+    attnum, notnull, key_type = row
+    if not notnull:
+        raise BackfillInputError("key", f"column {key!r} of {label} is nullable; the key must be NOT NULL")
+    unique = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid"
+        " AND i.indnkeyatts = 1 AND i.indkey[0] = %s AND i.indpred IS NULL AND i.indexprs IS NULL"
+        " AND am.amname = 'btree')",
+        (oid, attnum),
+    ).fetchone()
+    if not unique or not unique[0]:
+        raise BackfillInputError(
+            "key",
+            f"column {key!r} of {label} needs a valid unique btree index on exactly that column "
+            "(each batch walks it in order)",
+        )
+    return str(key), str(key_type)
+
+
+def _explain(conn: psycopg.Connection, query: sql.Composable, field: str, text: str, label: str) -> None:
+    """Let PostgreSQL resolve names and types of ``query`` without running it; blame ``field``."""
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '5s'")
+            conn.execute(sql.SQL("EXPLAIN {}").format(query), {})
+    except psycopg.Error as exc:
+        if is_transient_sqlstate(exc.sqlstate):
+            # a locked table or a lost connection says nothing about the spec: the retry checks again
+            raise database_error(exc, f"backfill of {label}: could not check {field}") from exc
+        message = (exc.diag.message_primary or str(exc)).strip()
+        raise BackfillInputError(field, f"{text!r} is not valid for table {label}: {message}") from exc
+
+
+def resolve_target(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
+    """Check the spec against the database (table, key, names and types in set/where); change nothing."""
+    fragments = parse_fragments(spec.set, spec.where)
+    schema, name = parse_table(spec.table)
+    oid, relkind, reltuples, has_children = _table_row(conn, schema, name)
+    table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    label = table.as_string(conn)
+    key, key_type = _key_column(conn, oid, label, spec.key)
+    if key in fragments.assigned:
+        raise BackfillInputError(
+            "set", f"{spec.set!r} assigns the key column {key!r}; the walk needs it fixed"
+        )
+    set_sql, where_sql = _literal_sql(fragments.set_sql), _literal_sql(fragments.where_sql)
+    composed = sql.Composed([table])
+    _explain(
+        conn, sql.SQL("SELECT 1 FROM {} WHERE ({})").format(table, where_sql), "where", str(spec.where), label
+    )
+    _explain(
+        conn,
+        sql.SQL("UPDATE {} SET {} WHERE ({})").format(table, set_sql, where_sql),
+        "set",
+        spec.set,
+        label,
+    )
+    return Target(
+        label=label,
+        table=composed,
+        key=key,
+        key_type=key_type,
+        set_sql=set_sql,
+        where_sql=where_sql,
+        # ctid is unique only within one heap: a partitioned or inherited table is updated by key instead.
+        by_ctid=relkind == "r" and not has_children,
+        reltuples=reltuples,
+    )
