@@ -11,7 +11,7 @@ import logging
 
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
-from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.hooks.postgres import postgres_connector
 
 
 def forward_only_noop(

@@ -13,8 +13,8 @@ from airflow.sdk import DAG, BaseNotifier, BaseOperator, Context
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.ledger.timeline import timeline
 from airflow_provider_expand.engine.redact import without_query_texts
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.masking import masked_text
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.masking import masked_text
 from airflow_provider_expand.spec import MigrationSpec
 
 Event = Literal["failure", "rollback", "completion"]

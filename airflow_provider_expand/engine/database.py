@@ -1,6 +1,6 @@
 """How the engine gets PostgreSQL connections: a zero-argument factory, so one step can open several.
 
-Operators pass :func:`~airflow_provider_expand.operators.connections.postgres_connector`; tests and the CLI
+Operators pass :func:`~airflow_provider_expand.hooks.postgres.postgres_connector`; tests and the CLI
 pass :func:`connector_from_dsn`. Both give every connection the same protection against stranded locks
 (:func:`connect_params` at connect time, :func:`configure_session` right after): a worker host that vanishes
 mid-group must not leave ACCESS EXCLUSIVE held until the kernel gives up on the socket (hours).

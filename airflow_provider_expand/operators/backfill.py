@@ -20,9 +20,9 @@ from airflow_provider_expand.engine.backfill.run import BackfillInputError, Back
 from airflow_provider_expand.engine.errors import DatabaseStatementError
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 # undefined column / table: what a dry run meets before the expand that adds them has been applied
 _UNDEFINED_SQLSTATES = ("42703", "42P01")

@@ -21,7 +21,7 @@ from airflow_provider_expand.engine.backup.dump import (
     restore_dump,
 )
 from airflow_provider_expand.engine.backup.pg_tools import PgTarget
-from airflow_provider_expand.operators.connections import postgres_connector
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
 
 

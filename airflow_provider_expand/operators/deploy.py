@@ -11,12 +11,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
-from airflow.providers.docker.hooks.docker import DockerHook
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
-from docker import APIClient
 
-from airflow_provider_expand.engine.deploy.docker_client import docker_client
 from airflow_provider_expand.engine.deploy.release import (
     DeployTarget,
     recorded_previous_image,
@@ -27,23 +24,12 @@ from airflow_provider_expand.engine.deploy.run import DeployResult
 from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.masking import mask_url_secrets
+from airflow_provider_expand.hooks.docker import docker_api
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.masking import mask_url_secrets
 from airflow_provider_expand.operators.queues import RollbackQueueHold
 from airflow_provider_expand.retries import ClassifiedErrors
-
-DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
-
-
-def docker_api(docker_url: str | None = None, docker_conn_id: str | None = None) -> APIClient:
-    """``DockerHook``'s client when a connection (registry login) is named, else one for ``docker_url``."""
-    if docker_conn_id:
-        return cast(
-            APIClient,
-            DockerHook(docker_conn_id=docker_conn_id, base_url=docker_url or DEFAULT_DOCKER_URL).get_conn(),
-        )
-    return docker_client(docker_url or DEFAULT_DOCKER_URL)
+from airflow_provider_expand.templated import as_bool
 
 
 class DockerDeployOperator(ClassifiedErrors, BaseOperator):

@@ -17,9 +17,9 @@ from airflow_provider_expand.engine.index.build import IndexSpec, build_index, d
 from airflow_provider_expand.engine.index.spec import IndexSpecError
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
 from airflow_provider_expand.guards import forward_only_noop
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 
 def _as_timedelta(value: timedelta | float, field: str) -> timedelta:

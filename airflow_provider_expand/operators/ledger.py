@@ -16,9 +16,9 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, forward_only
 from airflow_provider_expand.engine.verify.checks import snapshot
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 
 def _run_id(context: Context) -> str | None:

@@ -20,11 +20,11 @@ from airflow.sdk.log import mask_secret
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from airflow_provider_expand.guards import forward_only_noop
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.deploy import DEFAULT_DOCKER_URL
-from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.masking import mask_url_secrets
+from airflow_provider_expand.hooks.docker import DEFAULT_DOCKER_URL
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.masking import mask_url_secrets
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 EXPAND_STEP = "expand"
 

@@ -17,9 +17,9 @@ from airflow.sdk import BaseOperator, Context
 from airflow_provider_expand.engine.ddl.phase import PHASE_EVENTS, DDLPolicy, run_phase
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.statements import load_statements
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 PhaseName = Literal["expand", "contract", "rollback"]
 

@@ -14,8 +14,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-import redis
-from airflow.providers.redis.hooks.redis import RedisHook
 from airflow.sdk import Context
 
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
@@ -34,29 +32,15 @@ from airflow_provider_expand.engine.queues.pause import (
     QueueError,
     QueueNameError,
     pause_queues,
-    queue_refs,
     resume_queues,
-    with_timeouts,
 )
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.masking import MasksUrlFields, real_url, url_field
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.hooks.redis import redis_client
+from airflow_provider_expand.masking import MasksUrlFields, real_url, url_field
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool, check_queues_unless_templated
 
-REDIS_TIMEOUT = dt.timedelta(seconds=10)
 Result = TypeVar("Result")
-
-
-def redis_client(redis_conn_id: str, timeout: dt.timedelta = REDIS_TIMEOUT) -> redis.Redis:
-    """``RedisHook``'s client, with socket timeouts so a Redis that does not answer fails the task."""
-    return with_timeouts(RedisHook(redis_conn_id=redis_conn_id).get_conn(), timeout)
-
-
-def check_queues_unless_templated(queues: list[str], prefix: str) -> None:
-    """Bad queue names fail when the DAG is parsed, unless Jinja still has to render them."""
-    if any(isinstance(v, str) and "{{" in v for v in (prefix, *queues)):
-        return
-    queue_refs(queues, prefix)
 
 
 def run_id_of(context: Context) -> str:

@@ -22,9 +22,9 @@ from airflow_provider_expand.engine.deploy.release import (
 from airflow_provider_expand.engine.errors import GuardRefusedError
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, wait_for_steps_to_stop
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.deploy import docker_api
-from airflow_provider_expand.operators.masking import mask_url_secrets
+from airflow_provider_expand.hooks.docker import docker_api
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.masking import mask_url_secrets
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 from airflow_provider_expand.operators.queues import RollbackQueueHold
 

@@ -20,9 +20,9 @@ from airflow_provider_expand.engine.verify.checks import (
     snapshot,
 )
 from airflow_provider_expand.guards import forward_only_noop
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.flags import as_bool
+from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool
 
 
 class VerificationFailedError(DefinitiveError):

@@ -27,8 +27,8 @@ from airflow_provider_expand.engine.preflight.checks import (
     long_transactions_timeout_message,
     run_preflight,
 )
-from airflow_provider_expand.operators.connections import postgres_connector
-from airflow_provider_expand.operators.queues import redis_client
+from airflow_provider_expand.hooks.postgres import postgres_connector
+from airflow_provider_expand.hooks.redis import redis_client
 from airflow_provider_expand.retries import ClassifiedErrors
 from airflow_provider_expand.triggers.preflight import LongTransactionTrigger
 

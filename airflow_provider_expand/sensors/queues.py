@@ -23,9 +23,9 @@ from airflow_provider_expand.engine.queues.pause import (
     QueueNameError,
     QueueRefusedError,
 )
-from airflow_provider_expand.operators.flags import as_bool
-from airflow_provider_expand.operators.queues import check_queues_unless_templated, redis_client
+from airflow_provider_expand.hooks.redis import redis_client
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.templated import as_bool, check_queues_unless_templated
 from airflow_provider_expand.triggers.queues import QueueDrainTrigger
 
 

@@ -14,8 +14,6 @@ from typing import Any, cast
 
 import pendulum
 import psycopg
-from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_expand.engine.errors import TransientError, database_error
@@ -24,28 +22,7 @@ from airflow_provider_expand.engine.preflight.checks import (
     log_long_transactions,
     long_transactions_timeout_message,
 )
-
-
-async def async_postgres_connection(postgres_conn_id: str) -> psycopg.AsyncConnection[Any]:
-    """An autocommit ``AsyncConnection`` built from the Airflow connection as ``PostgresHook.get_conn`` does."""
-    conn = await BaseHook.aget_connection(postgres_conn_id)
-    extra = conn.extra_dejson
-    if extra.get("iam"):
-        raise ValueError(
-            f"Postgres connection {postgres_conn_id!r} uses IAM tokens: the deferrable wait does not "
-            "support them (use deferrable=False)"
-        )
-    kwargs: dict[str, Any] = {
-        "host": conn.host,
-        "user": conn.login,
-        "password": conn.password,
-        "dbname": conn.schema,
-        "port": conn.port,
-    }
-    kwargs.update({k: v for k, v in extra.items() if k not in PostgresHook.ignored_extra_options})
-    kwargs = {k: v for k, v in kwargs.items() if v not in (None, "")}
-    kwargs.setdefault("application_name", "airflow-expand-preflight")
-    return await psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
+from airflow_provider_expand.hooks.postgres import async_postgres_connection
 
 
 class LongTransactionTrigger(BaseTrigger):

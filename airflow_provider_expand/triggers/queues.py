@@ -14,46 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pendulum
-import redis.asyncio
-from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from airflow_provider_expand.engine.queues.drain import adrain_status, log_drain_status
 from airflow_provider_expand.engine.queues.pause import (
     DEFAULT_PREFIX,
-    REDIS_RETRIES,
     QueueConnectionError,
     QueueError,
     queue_refs,
 )
-
-_SSL_ARGS = ("ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_keyfile", "ssl_certfile", "ssl_check_hostname")
-REDIS_TIMEOUT_SECONDS = 10.0
-
-
-async def async_redis_client(redis_conn_id: str) -> redis.asyncio.Redis:
-    """An async client built from the Airflow connection the way ``RedisHook`` builds its sync one."""
-    conn = await BaseHook.aget_connection(redis_conn_id)
-    extra = conn.extra_dejson
-    if extra.get("cluster"):
-        raise QueueError(
-            f"Redis connection {redis_conn_id!r} is a cluster: the deferrable drain does not support it "
-            "(use deferrable=False)"
-        )
-    password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
-    return redis.asyncio.Redis(
-        host=conn.host or "localhost",
-        port=int(conn.port or 6379),
-        username=conn.login or None,
-        password=password,
-        db=int(extra.get("db") or 0),
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), REDIS_RETRIES),
-        **{k: v for k, v in extra.items() if k in _SSL_ARGS},
-    )
+from airflow_provider_expand.hooks.redis import async_redis_client
 
 
 class QueueDrainTrigger(BaseTrigger):

@@ -190,7 +190,7 @@ def test_dsn_connections_get_keepalives_and_idle_timeout(pg_dsn: str) -> None:
 def test_airflow_connections_get_keepalives_and_idle_timeout(
     airflow_conn: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_expand.operators.connections import postgres_connector
+    from airflow_provider_expand.hooks.postgres import postgres_connector
 
     connect = postgres_connector(airflow_conn["postgres"])
     with connect() as conn, connect() as second:

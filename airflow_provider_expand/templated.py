@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from airflow_provider_expand.engine.queues.pause import queue_refs
+
 
 def as_bool(value: object) -> bool:
     """``True``/``"True"``/``"true"``/``1`` -> True; ``None``/``"False"``/``""``/``0`` -> False."""
@@ -22,3 +24,10 @@ def as_optional_int(value: object) -> int | None:
     if isinstance(value, bool):
         raise ValueError(f"expected an integer, got {value!r}")
     return int(str(value))
+
+
+def check_queues_unless_templated(queues: list[str], prefix: str) -> None:
+    """Bad queue names fail when the DAG is parsed, unless Jinja still has to render them."""
+    if any(isinstance(v, str) and "{{" in v for v in (prefix, *queues)):
+        return
+    queue_refs(queues, prefix)
