@@ -17,15 +17,6 @@ def as_bool(value: object) -> bool:
     return bool(value)
 
 
-def as_optional_int(value: object) -> int | None:
-    """An int param that may be unset (``None`` / ``""``), e.g. the ``batch_size`` override."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return int(str(value))
-
-
 def check_queues_unless_templated(queues: list[str], prefix: str) -> None:
     """Bad queue names fail when the DAG is parsed, unless Jinja still has to render them."""
     if any(isinstance(v, str) and "{{" in v for v in (prefix, *queues)):

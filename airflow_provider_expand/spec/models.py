@@ -323,10 +323,6 @@ class MigrationSpec(_Strict):
         name = self._file_name(phase)
         return self.folder / name if name else None
 
-    def sql_text(self, phase: SqlPhase) -> str | None:
-        path = self.sql_path(phase)
-        return path.read_text(encoding="utf-8") if path else None
-
     def sql_files(self) -> dict[SqlPhase, Path]:
         """Every phase that has a SQL file, in run order."""
         return {p: path for p in SQL_PHASES if (path := self.sql_path(p)) is not None}

@@ -185,7 +185,6 @@ class Target:
     label: str
     table: sql.Composed
     key: str
-    key_type: str
     set_sql: sql.SQL
     where_sql: sql.SQL
     by_ctid: bool
@@ -227,7 +226,7 @@ def _table_row(conn: psycopg.Connection, schema: str | None, name: str) -> tuple
     return int(oid), str(relkind), float(reltuples), bool(has_children)
 
 
-def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None) -> tuple[str, str]:
+def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None) -> str:
     """The key to walk: the single-column primary key by default; it must be NOT NULL and unique."""
     if key is None:
         row = conn.execute(
@@ -250,13 +249,13 @@ def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None)
             )
         key = columns[0]
     row = conn.execute(
-        "SELECT a.attnum, a.attnotnull, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        "SELECT a.attnum, a.attnotnull FROM pg_attribute a"
         " WHERE a.attrelid = %s AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped",
         (oid, key),
     ).fetchone()
     if row is None:
         raise BackfillInputError("key", f"column {key!r} does not exist in table {label}")
-    attnum, notnull, key_type = row
+    attnum, notnull = row
     if not notnull:
         raise BackfillInputError("key", f"column {key!r} of {label} is nullable; the key must be NOT NULL")
     unique = conn.execute(
@@ -272,7 +271,7 @@ def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None)
             f"column {key!r} of {label} needs a valid unique btree index on exactly that column "
             "(each batch walks it in order)",
         )
-    return str(key), str(key_type)
+    return str(key)
 
 
 def _explain(conn: psycopg.Connection, query: sql.Composable, field: str, text: str, label: str) -> None:
@@ -296,7 +295,7 @@ def resolve_target(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     oid, relkind, reltuples, has_children = _table_row(conn, schema, name)
     table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
     label = table.as_string(conn)
-    key, key_type = _key_column(conn, oid, label, spec.key)
+    key = _key_column(conn, oid, label, spec.key)
     if key in fragments.assigned:
         raise BackfillInputError(
             "set", f"{spec.set!r} assigns the key column {key!r}; the walk needs it fixed"
@@ -317,7 +316,6 @@ def resolve_target(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
         label=label,
         table=composed,
         key=key,
-        key_type=key_type,
         set_sql=set_sql,
         where_sql=where_sql,
         # ctid is unique only within one heap: a partitioned or inherited table is updated by key instead.

@@ -98,10 +98,6 @@ class ResolvedIndex:
     def qualified_name(self) -> str:
         return f"{self.schema}.{self.spec.name}"
 
-    @property
-    def qualified_table(self) -> str:
-        return f"{self.schema}.{self.table}"
-
     def create_statement(self) -> sql.Composed:
         """``CREATE [UNIQUE] INDEX CONCURRENTLY`` without ``IF NOT EXISTS``: existence is checked first."""
         return _create_sql(
