@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.backfill.plan import BackfillError, Target
-from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK, SHARED_LOCK_WAIT, xact_lock
+from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK, SHARED_LOCK_WAIT, ranges_key, xact_lock
 from airflow_provider_expand.engine.ledger.store import Ledger, StepRecord
 
 # Above this many rows (pg_class.reltuples) the quantiles come from a TABLESAMPLE of about SAMPLE_ROWS rows.
@@ -131,7 +131,7 @@ def claim_range(
             conn.execute(sql.SQL(_DDL).format(t=table))
     with conn.transaction():
         # Only this step's partitions plan together; they wait their turn, whatever lock_timeout says.
-        xact_lock(conn, f"airflow_expand:backfill_ranges:{migration_id}:{step}", wait=lock_wait)
+        xact_lock(conn, ranges_key(migration_id, step), wait=lock_wait)
         stored = _stored(conn, ledger, migration_id, step)
         parts = {s.part: s.status for s in ledger.steps(conn, migration_id) if s.step == step}
         if parts and _matches(stored, partitions):

@@ -34,7 +34,7 @@ from airflow_provider_expand.engine.backfill.progress import Progress, count_mat
 from airflow_provider_expand.engine.backfill.ranges import claim_range, peek_range
 from airflow_provider_expand.engine.backfill.walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock
+from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock, partition_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
 
@@ -114,7 +114,7 @@ def run_backfill(
         if dry_run:
             return _dry_run(conn, spec, target, ledger, migration_id, partition, label, log, started)
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(BATCH_LOCK_TIMEOUT)))
-        with _partition_lock(conn, f"{migration_id}:{spec.step}:{partition}", label):
+        with _partition_lock(conn, migration_id, spec.step, partition, label):
             key_range, record = claim_range(
                 conn,
                 ledger,
@@ -248,11 +248,15 @@ def _dry_run(
 
 
 @contextmanager
-def _partition_lock(conn: psycopg.Connection, name: str, label: str) -> Iterator[None]:
+def _partition_lock(
+    conn: psycopg.Connection, migration_id: str, step: str, partition: int, label: str
+) -> Iterator[None]:
     """The partition's own advisory lock; held elsewhere (a lost worker's backend not gone yet) is transient."""
     held = False
     try:
-        with migration_lock(conn, name, wait_seconds=PARTITION_LOCK_WAIT):
+        name = f"{migration_id}:{step}:{partition}"
+        key = partition_key(migration_id, step, partition)
+        with migration_lock(conn, name, wait_seconds=PARTITION_LOCK_WAIT, key=key):
             held = True
             yield
     except MigrationLockedError as exc:

@@ -36,6 +36,7 @@ from airflow_provider_expand.engine.index.spec import (
     find_index,
     resolve_index,
 )
+from airflow_provider_expand.engine.ledger.lock import index_key, session_unlock, try_session_lock
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
 
@@ -116,15 +117,14 @@ def _reason(exc: psycopg.Error) -> str:
 @contextmanager
 def _index_lock(conn: psycopg.Connection, qualified: str) -> Iterator[None]:
     """A session advisory lock per index, so two runs never build or drop the same index at once."""
-    key = f"airflow_expand:index:{qualified}"
-    row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
-    if not (row and row[0]):
+    key = index_key(qualified)
+    if not try_session_lock(conn, key):
         raise IndexBusyError(f"index {qualified} is being built or dropped by another run right now")
     try:
         yield
     finally:
         if not conn.closed and not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            session_unlock(conn, key)
 
 
 def _fail_if_foreign_build(conn: psycopg.Connection, qualified: str, index_oid: int) -> None:

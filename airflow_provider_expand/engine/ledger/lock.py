@@ -1,4 +1,11 @@
-"""A PostgreSQL advisory lock per migration, so two schedulers can never run the same DDL at once."""
+"""Every advisory lock the engine takes, and the one place its keys are made.
+
+A key is ``airflow_expand:<kind>:<parts>``; each kind has its own constructor below, so a migration's
+key (``migration:<id>``) can never equal the ledger's (``ledger:create``), a partition's, a range plan's
+or an index's, whatever the migration id is. Session locks (a migration's DDL, a backfill partition, an
+index build) are held for a block; transaction locks (creating the ledger, planning ranges) for the
+caller's transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,49 @@ import psycopg
 
 from airflow_provider_expand.engine.errors import ConcurrencyConflictError
 
-LOCK_NAMESPACE = "airflow_expand:"
-LEDGER_LOCK = "airflow_expand:ledger"  # serialises creating the ledger's tables
+LOCK_NAMESPACE = "airflow_expand"
 # How long a step waits for a shared lock another step holds (planning ranges, creating the ledger)
 # before it gives up as a transient failure; the session's lock_timeout does not apply to the wait.
 SHARED_LOCK_WAIT = timedelta(minutes=10)
+
+
+def lock_key(kind: str, *parts: str) -> str:
+    """``airflow_expand:<kind>:<part>:...``: the kind comes first, so keys of two kinds never meet."""
+    return ":".join((LOCK_NAMESPACE, kind, *parts))
+
+
+def migration_key(migration_id: str) -> str:
+    """The lock of one migration's DDL: two schedulers never run the same phase at once."""
+    return lock_key("migration", migration_id)
+
+
+def partition_key(migration_id: str, step: str, partition: int) -> str:
+    """The lock of one backfill partition: one session walks it at a time."""
+    return lock_key("partition", migration_id, step, str(partition))
+
+
+def ranges_key(migration_id: str, step: str) -> str:
+    """The lock under which a backfill step's partitions plan their key ranges, one after the other."""
+    return lock_key("ranges", migration_id, step)
+
+
+def index_key(qualified_index: str) -> str:
+    """The lock of one index (``schema.name``): two runs never build or drop it at once."""
+    return lock_key("index", qualified_index)
+
+
+LEDGER_LOCK = lock_key("ledger", "create")  # serialises creating the ledger's tables
+
+
+def try_session_lock(conn: psycopg.Connection, key: str) -> bool:
+    """``pg_try_advisory_lock`` on ``key``: True when this session now holds it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+    return bool(row and row[0])
+
+
+def session_unlock(conn: psycopg.Connection, key: str) -> None:
+    """Let go of the session lock ``key``."""
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
 
 class MigrationLockedError(ConcurrencyConflictError):
@@ -23,7 +68,7 @@ class MigrationLockedError(ConcurrencyConflictError):
     another run ends), so the retry policy tries again later."""
 
 
-def _holder_pid(conn: psycopg.Connection, migration_id: str) -> int | None:
+def _holder_pid(conn: psycopg.Connection, key: str) -> int | None:
     row = conn.execute(
         """
         SELECT l.pid FROM pg_locks l
@@ -31,30 +76,36 @@ def _holder_pid(conn: psycopg.Connection, migration_id: str) -> int | None:
            AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(%s, 0)
          LIMIT 1
         """,
-        (LOCK_NAMESPACE + migration_id,),
+        (key,),
     ).fetchone()
     return int(row[0]) if row else None
 
 
 @contextmanager
 def migration_lock(
-    conn: psycopg.Connection, migration_id: str, *, wait_seconds: float = 0.0, poll: float = 0.5
+    conn: psycopg.Connection,
+    migration_id: str,
+    *,
+    wait_seconds: float = 0.0,
+    poll: float = 0.5,
+    key: str | None = None,
 ) -> Iterator[None]:
     """Hold the session-level advisory lock of ``migration_id`` on ``conn`` for the block.
 
     Waits up to ``wait_seconds`` for another holder to finish, then raises
-    :class:`MigrationLockedError` naming the holder's pid.
+    :class:`MigrationLockedError` naming the holder's pid. ``key`` (a :func:`partition_key`) locks a
+    part of the migration instead of all of it.
     """
-    key = LOCK_NAMESPACE + migration_id
+    key = key or migration_key(migration_id)
     deadline = time.monotonic() + wait_seconds
     while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        held = try_session_lock(conn, key)
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.commit()
-        if row and row[0]:
+        if held:
             break
         if time.monotonic() >= deadline:
-            holder = _holder_pid(conn, migration_id)
+            holder = _holder_pid(conn, key)
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.commit()
             raise MigrationLockedError(
@@ -68,7 +119,7 @@ def migration_lock(
         if not conn.closed:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+            session_unlock(conn, key)
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.commit()
 

@@ -28,6 +28,7 @@ from airflow_provider_expand.engine.errors import (
     DefinitiveError,
     TransientError,
 )
+from airflow_provider_expand.engine.ledger.lock import partition_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 
 LOG = logging.getLogger("test.backfill")
@@ -305,7 +306,7 @@ def test_a_partition_still_held_by_another_session_is_transient(
     monkeypatch.setattr(backfill, "PARTITION_LOCK_WAIT", 0.5)
     with psycopg.connect(pg_dsn, autocommit=True) as lost_worker:
         lost_worker.execute(
-            "SELECT pg_advisory_lock(hashtextextended('airflow_expand:m:backfill:products:0', 0))"
+            "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (partition_key("m", "backfill:products", 0),)
         )
         with pytest.raises(BackfillBusyError, match=r"another session is running this partition") as caught:
             run_backfill(pg_connect, SPEC, migration_id="m", log=LOG)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import psycopg
 import pytest
 
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock
+from airflow_provider_expand.engine.ledger.lock import (
+    LEDGER_LOCK,
+    MigrationLockedError,
+    index_key,
+    migration_lock,
+    partition_key,
+    ranges_key,
+    xact_lock,
+)
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 
@@ -63,3 +73,22 @@ def test_migration_lock_excludes_a_second_session(pg_connect: Connector) -> None
                 pass
         with migration_lock(b, "m"):
             pass
+
+
+@pytest.mark.parametrize("migration_id", ["ledger", "ledger:create", "index:public.i", "ranges:m:backfill:t"])
+def test_no_migration_id_takes_another_kind_of_lock(pg_connect: Connector, migration_id: str) -> None:
+    """A migration named ``ledger`` (or after any other key) holds its own lock, not the ledger's or an
+    index's: both are taken at once by two sessions, and the keys differ as strings and as hashes."""
+    others = [LEDGER_LOCK, index_key("public.i"), ranges_key("m", "backfill:t"), partition_key("m", "s", 0)]
+    with pg_connect() as a, pg_connect() as b:
+        a.autocommit = True
+        with migration_lock(a, migration_id):
+            for key in others:
+                with b.transaction():
+                    xact_lock(b, key, wait=dt.timedelta(0))
+        hashes = {
+            row[0]
+            for key in [*others, f"airflow_expand:migration:{migration_id}"]
+            for row in a.execute("SELECT hashtextextended(%s, 0)", (key,))
+        }
+        assert len(hashes) == len(others) + 1

@@ -17,7 +17,7 @@ from airflow_provider_expand.engine.backfill.plan import resolve_target
 from airflow_provider_expand.engine.backfill.ranges import claim_range
 from airflow_provider_expand.engine.backfill.run import BackfillSpec, run_backfill
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK
+from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK, ranges_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 
 LOG = logging.getLogger("test_shared_locks")
@@ -30,7 +30,7 @@ SPEC = BackfillSpec(
     pause=dt.timedelta(0),
     partitions=2,
 )
-RANGES_LOCK = "airflow_expand:backfill_ranges:m:backfill:products"
+RANGES_LOCK = ranges_key("m", "backfill:products")
 
 
 @pytest.fixture
