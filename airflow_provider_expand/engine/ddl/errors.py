@@ -28,11 +28,6 @@ class DDLTransientError(DDLError, errors.TransientError):
     group was rolled back, so a retry of the task resumes at that group."""
 
 
-class LockRetriesExhaustedError(DDLError, errors.ConcurrencyConflictError):
-    """Every try timed out waiting for a lock: something holds the table for longer than we may wait.
-    Transient: the DAG's retry tries again later, skipping the groups already applied."""
-
-
 def statement_error(statement: Statement, message: str, exc: psycopg.Error) -> DDLError:
     """``exc`` (what the server said about ``statement``) as the runner's transient or definitive class;
     which one is decided by :func:`errors.database_error`, the engine's one classification of SQLSTATEs."""

@@ -27,9 +27,9 @@ from airflow_provider_expand.engine.ddl.errors import (
     DDLError,
     DDLStatementError,
     DDLTransientError,
-    LockRetriesExhaustedError,
 )
 from airflow_provider_expand.engine.ddl.plan import Plan, plan_phase
+from airflow_provider_expand.engine.ddl.retry import LockRetriesExhaustedError
 from airflow_provider_expand.engine.ddl.runner import DDLPolicy, LockRetry, Runner, session, short
 from airflow_provider_expand.engine.ledger.lock import migration_lock
 from airflow_provider_expand.engine.ledger.store import Ledger, StepRecord

@@ -11,7 +11,6 @@ Autocommit statements are made safe to run again by ``ddl_resume``.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -31,7 +30,7 @@ from airflow_provider_expand.engine.database import (
     configure_session,
     ms,
 )
-from airflow_provider_expand.engine.ddl.errors import LockRetriesExhaustedError, statement_error
+from airflow_provider_expand.engine.ddl.errors import statement_error
 from airflow_provider_expand.engine.ddl.inspect import (
     IndexName,
     index_names,
@@ -41,6 +40,7 @@ from airflow_provider_expand.engine.ddl.inspect import (
 )
 from airflow_provider_expand.engine.ddl.plan import Group, Plan
 from airflow_provider_expand.engine.ddl.resume import apply_alone
+from airflow_provider_expand.engine.ddl.retry import LockRetriesExhaustedError, LockRetryPolicy
 from airflow_provider_expand.engine.index.progress import StatementMonitor
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.statements import Statement
@@ -56,34 +56,20 @@ class _LockWaitCancelled(psycopg.errors.LockNotAvailable):
         self.blockers = blockers  # who held it, as the monitor saw them (the statement may name no table)
 
 
-@dataclass(frozen=True)
-class DDLPolicy:
-    """How patient the runner is with locks; all durations are ``timedelta``."""
+@dataclass(frozen=True, kw_only=True)
+class DDLPolicy(LockRetryPolicy):
+    """The lock-retry policy of a phase, with the DDL session's own timeouts."""
 
-    lock_timeout: timedelta
-    retries: int
     statement_timeout: timedelta | None = None  # None: keep the session's default
-    backoff_base: timedelta = timedelta(milliseconds=200)
-    backoff_max: timedelta = timedelta(seconds=30)
     migration_lock_wait: timedelta = timedelta(seconds=60)  # wait this long for another holder to end
     idle_in_transaction_timeout: timedelta = IDLE_IN_TRANSACTION_TIMEOUT  # a frozen worker lets go after it
 
     def __post_init__(self) -> None:
-        if self.lock_timeout <= timedelta(0):
-            raise ValueError(f"lock_timeout must be positive, got {self.lock_timeout}")
-        if self.retries < 0:
-            raise ValueError(f"ddl_retries must be >= 0, got {self.retries}")
+        super().__post_init__()
         if self.statement_timeout is not None and self.statement_timeout <= timedelta(0):
             raise ValueError(f"statement_timeout must be positive, got {self.statement_timeout}")
-        if self.backoff_base <= timedelta(0) or self.backoff_max < self.backoff_base:
-            raise ValueError("backoff_base must be positive and not above backoff_max")
         if self.idle_in_transaction_timeout <= timedelta(0):
             raise ValueError("idle_in_transaction_timeout must be positive")
-
-    def backoff(self, attempt: int) -> timedelta:
-        """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))], so retriers do not stampede."""
-        cap = min(self.backoff_max, self.backoff_base * (2 ** max(attempt - 1, 0)))
-        return timedelta(seconds=random.uniform(0.0, cap.total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -248,11 +234,12 @@ class Runner:
                 blockers = f"held by {seen}" if seen else lock_holders(self.ddl, stmt)
                 if attempt > self.policy.retries:
                     raise LockRetriesExhaustedError(
-                        stmt,
-                        f"gave up after {attempt} tries, each waiting {self.settings['lock_timeout']} "
+                        f"{stmt.where}: gave up after {attempt} tries, each waiting {self.settings['lock_timeout']} "
                         f"(lock_timeout) for a lock; {blockers}. End the blocking transaction or raise "
                         "ddl_retries/lock_timeout, then retry (applied groups are skipped)",
                         exc.sqlstate,
+                        tries=attempt,
+                        statement=stmt,
                     ) from exc
                 pause = self.policy.backoff(attempt)
                 self.retries.append(LockRetry(group.number, attempt, stmt.where, waited, pause, blockers))

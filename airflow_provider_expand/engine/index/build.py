@@ -21,9 +21,8 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.ddl.retry import LockRetriesExhaustedError, LockRetryPolicy
 from airflow_provider_expand.engine.index.concurrently import (
-    LockRetriesExhaustedError,
-    LockRetryPolicy,
     retry_on_lock_timeout,
     run_concurrently,
     set_lock_timeout,
@@ -236,7 +235,7 @@ def _check_knobs(name: str, max_rebuilds: int, progress_interval: timedelta) -> 
 
 def _policy(name: str, lock_timeout: timedelta, ddl_retries: int) -> LockRetryPolicy:
     try:
-        return LockRetryPolicy(lock_timeout=lock_timeout, retries=ddl_retries)
+        return LockRetryPolicy.for_index(lock_timeout, ddl_retries)
     except ValueError as exc:
         field = "lock_timeout" if "lock_timeout" in str(exc) else "ddl_retries"
         raise IndexSpecError(name, field, str(exc)) from exc

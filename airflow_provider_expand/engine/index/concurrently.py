@@ -9,10 +9,8 @@ retried after an exponential backoff with jitter, up to ``retries`` times, like 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -20,46 +18,36 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.database import backend_pid
-from airflow_provider_expand.engine.errors import ConcurrencyConflictError
+from airflow_provider_expand.engine.ddl.retry import LockRetriesExhaustedError, LockRetryPolicy
 from airflow_provider_expand.engine.index.progress import StatementMonitor
 
 T = TypeVar("T")
 
 
-class LockRetriesExhaustedError(ConcurrencyConflictError):
-    """The statement never got its lock within ``lock_timeout``, on any try: transient, the DAG retries
-    the step later (SQLSTATE 55P03, the lock timeout's)."""
-
-    def __init__(self, label: str, tries: int, lock_timeout: timedelta, blockers: str = "") -> None:
-        held = f"; held by {blockers}" if blockers else ""
-        super().__init__(
-            f"{label}: no lock within lock_timeout {lock_timeout.total_seconds():g} s on any of "
-            f"{tries} tries{held}; retry when the blocking transaction has ended",
-            "55P03",
-        )
-        self.label = label
-        self.tries = tries
+def _exhausted(
+    label: str, tries: int, lock_timeout: timedelta, blockers: str = ""
+) -> LockRetriesExhaustedError:
+    """The statement never got its lock within ``lock_timeout``, on any try (SQLSTATE 55P03)."""
+    held = f"; held by {blockers}" if blockers else ""
+    return LockRetriesExhaustedError(
+        f"{label}: no lock within lock_timeout {lock_timeout.total_seconds():g} s on any of "
+        f"{tries} tries{held}; retry when the blocking transaction has ended",
+        tries=tries,
+    )
 
 
-@dataclass(frozen=True)
-class LockRetryPolicy:
-    """How long one try may wait for a lock, and how often and how patiently to try again."""
-
-    lock_timeout: timedelta = timedelta(seconds=2)
-    retries: int = 20
-    backoff_base: timedelta = timedelta(milliseconds=250)
-    backoff_cap: timedelta = timedelta(seconds=30)
-
-    def __post_init__(self) -> None:
-        if self.lock_timeout <= timedelta(0):
-            raise ValueError(f"lock_timeout must be positive, got {self.lock_timeout}")
-        if self.retries < 0:
-            raise ValueError(f"ddl_retries must be >= 0, got {self.retries}")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to sleep before retry ``attempt + 1``: doubling, capped, with jitter in [50%, 100%]."""
-        ceiling = min(self.backoff_cap.total_seconds(), self.backoff_base.total_seconds() * 2**attempt)
-        return ceiling * random.uniform(0.5, 1.0)
+def _wait_before_retry(policy: LockRetryPolicy, attempt: int, label: str, log: logging.Logger) -> None:
+    """Log the lock wait that try ``attempt`` (from 0) lost, and back off before the next."""
+    delay = policy.backoff(attempt + 1).total_seconds()
+    log.warning(
+        "%s: lock not granted within %.1f s (try %d of %d); retrying in %.2f s",
+        label,
+        policy.lock_timeout.total_seconds(),
+        attempt + 1,
+        policy.retries + 1,
+        delay,
+    )
+    time.sleep(delay)
 
 
 def set_lock_timeout(conn: psycopg.Connection, timeout: timedelta) -> None:
@@ -77,17 +65,8 @@ def retry_on_lock_timeout(
             return action()
         except psycopg.errors.LockNotAvailable as exc:
             if attempt == policy.retries:
-                raise LockRetriesExhaustedError(label, attempt + 1, policy.lock_timeout) from exc
-            delay = policy.delay(attempt)
-            log.warning(
-                "%s: lock not granted within %.1f s (try %d of %d); retrying in %.2f s",
-                label,
-                policy.lock_timeout.total_seconds(),
-                attempt + 1,
-                policy.retries + 1,
-                delay,
-            )
-            time.sleep(delay)
+                raise _exhausted(label, attempt + 1, policy.lock_timeout) from exc
+            _wait_before_retry(policy, attempt, label, log)
     raise AssertionError("unreachable")
 
 
@@ -130,19 +109,8 @@ def run_concurrently(
             if before_retry is not None:
                 before_retry()
             if attempt == policy.retries:
-                raise LockRetriesExhaustedError(
-                    label, attempt + 1, policy.lock_timeout, monitor.blockers
-                ) from exc
-            delay = policy.delay(attempt)
-            log.warning(
-                "%s: lock not granted within %.1f s (try %d of %d); retrying in %.2f s",
-                label,
-                policy.lock_timeout.total_seconds(),
-                attempt + 1,
-                policy.retries + 1,
-                delay,
-            )
-            time.sleep(delay)
+                raise _exhausted(label, attempt + 1, policy.lock_timeout, monitor.blockers) from exc
+            _wait_before_retry(policy, attempt, label, log)
         finally:
             if not conn.closed and not conn.broken:
                 set_lock_timeout(conn, policy.lock_timeout)
