@@ -18,7 +18,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
-# BackfillError is re-exported for backfill_ranges, which imports it from here.
+# BackfillError is re-exported for backfill.ranges, which imports it from here.
 from airflow_provider_expand.engine.backfill.errors import BackfillError as BackfillError
 from airflow_provider_expand.engine.backfill.errors import BackfillInputError
 from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate

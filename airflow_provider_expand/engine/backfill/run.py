@@ -2,8 +2,8 @@
 short transactions that never make the application wait long, resumable after a crash.
 
 :func:`run_backfill` is the entry point (what ``BatchBackfillOperator`` calls): it validates the spec
-(``backfill_plan``), claims the partition's key range and ledger step (``backfill_ranges``), estimates
-the rows (``backfill_progress``), then walks the range and sweeps it (``backfill_walk``).
+(``plan``), claims the partition's key range and ledger step (``ranges``), estimates
+the rows (``progress``), then walks the range and sweeps it (``walk``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Before every statement the runner re-asserts its ``lock_timeout``, ``statement_t
 suppressed) cannot take that protection from the statements after it. ``CONCURRENTLY`` statements that
 wait for other transactions (index builds, ``DROP INDEX``, ``DETACH PARTITION``) run watched: without
 ``lock_timeout`` on those waits, which block nobody, but cancelled when a *table* lock wait reaches it.
-Autocommit statements are made safe to run again by ``ddl_resume``.
+Autocommit statements are made safe to run again by ``ddl.resume``.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Runner:
             self._checkpoint(cur, group)
 
     def _apply_alone(self, stmt: Statement) -> None:
-        """An autocommit statement, made safe to run again (see ``ddl_resume``)."""
+        """An autocommit statement, made safe to run again (see ``ddl.resume``)."""
         apply_alone(self, stmt)
 
     def run_alone(self, statement: str | sql.Composed, label: str, *, watched: bool) -> None:

@@ -2,7 +2,7 @@
 
 The statement itself runs with ``lock_timeout = 0`` and a :class:`StatementMonitor` on a second
 connection cancels it when its wait for a *relation* lock reaches ``lock_timeout`` (see
-``index_progress`` for why PostgreSQL's own ``lock_timeout`` cannot be used here). Each such give-up is
+``index.progress`` for why PostgreSQL's own ``lock_timeout`` cannot be used here). Each such give-up is
 retried after an exponential backoff with jitter, up to ``retries`` times, like SQLSTATE 55P03 elsewhere.
 """
 
