@@ -1,19 +1,23 @@
-"""A phase's SQL file as a list of statements, split and classified by PostgreSQL's own parser (pglast).
+"""SQL parsed by PostgreSQL's own parser (pglast): a phase's SQL file as a list of classified statements,
+and the fragments a spec pastes into statements (a backfill's ``set`` and ``where``, an index predicate).
 
 Regex splitting breaks on dollar-quoted function bodies and comments; pglast does not. The DDL runner
 uses the classification to run ``CONCURRENTLY`` statements outside a transaction, the linter to check
-each statement against its phase.
+each statement against its phase. A fragment is checked by :func:`parse_fragment` and its shape by
+:func:`parse_assignments` / :func:`parse_predicate`, the one validator the spec loader, the backfill
+and the index builder share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pglast
 from pglast import ast
-from pglast.enums import AlterTableType
+from pglast.enums import AlterTableType, SetOperation
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
@@ -139,3 +143,64 @@ def relations(statements: Sequence[Statement]) -> list[str]:
     for statement in statements:
         collector(statement.node)
     return collector.names
+
+
+FragmentRule = Literal["syntax", "several", "shape", "clauses", "subquery"]
+_PREDICATE_FIELDS = {"targetList", "whereClause", "op", "all", "groupDistinct", "limitOption"}
+ASSIGNMENTS_TABLE = "_expand_backfill_target"  # the placeholder a ``set`` list is parsed against
+
+
+class FragmentError(ValueError):
+    """A SQL fragment that is not the one piece of SQL its place needs; ``rule`` says which rule it broke,
+    so each caller words it for its own field."""
+
+    def __init__(self, rule: FragmentRule, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def parse_fragment(text: str) -> ast.Node | None:
+    """``text`` (a fragment already set in its statement) parsed: its one statement, or None when it parses
+    to several (a ``;``) or none. A syntax error raises :class:`FragmentError` (``does not parse: ...``)."""
+    try:
+        parsed = pglast.parse_sql(text)
+    except ParseError as exc:
+        raise FragmentError("syntax", f"does not parse: {exc.args[0]}") from exc
+    return parsed[0].stmt if len(parsed) == 1 else None
+
+
+def parse_assignments(text: str) -> ast.UpdateStmt:
+    """``text`` as the ``SET`` list of one plain ``UPDATE`` (no ``WHERE``, ``FROM`` or ``RETURNING``)."""
+    node = parse_fragment(f"UPDATE {ASSIGNMENTS_TABLE} SET {text}")
+    if not isinstance(node, ast.UpdateStmt):
+        raise FragmentError("several", "must be assignments of one UPDATE, no ';'")
+    if node.whereClause or node.fromClause or node.returningClause:
+        raise FragmentError("clauses", "must be assignments only; put conditions in where")
+    return node
+
+
+def parse_predicate(text: str, *, subqueries: bool = True) -> ast.Node:
+    """``text`` as exactly one boolean expression (``SELECT 1 WHERE <text>`` and no other clause, no
+    set operation), so it can never smuggle SQL into the statement it is pasted into; an index predicate
+    also refuses subqueries (``subqueries=False``). Returns the expression's node."""
+    node = parse_fragment(f"SELECT 1 WHERE {text}")
+    if node is None:
+        raise FragmentError("several", "must be one predicate, not several statements")
+    if not isinstance(node, ast.SelectStmt) or node.whereClause is None:
+        raise FragmentError("shape", "must be one predicate, not several statements")
+    extra = [f for f in node if f not in _PREDICATE_FIELDS and getattr(node, f)]
+    if extra or node.op != SetOperation.SETOP_NONE:
+        raise FragmentError("clauses", "must be a predicate only, without other clauses")
+    if not subqueries and any(isinstance(n, ast.SubLink) for n in _walk(node.whereClause)):
+        raise FragmentError("subquery", "an index predicate cannot contain a subquery")
+    return node.whereClause
+
+
+def _walk(node: Any) -> Iterator[ast.Node]:
+    if isinstance(node, ast.Node):
+        yield node
+        for name in node:
+            yield from _walk(getattr(node, name))
+    elif isinstance(node, tuple | list):
+        for item in node:
+            yield from _walk(item)

@@ -8,42 +8,51 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pglast
 from pglast import ast
-from pglast.parser import ParseError
 from pydantic import AfterValidator
+
+from airflow_provider_expand.engine.statements import (
+    FragmentError,
+    parse_assignments,
+    parse_fragment,
+    parse_predicate,
+)
 
 
 def _parse_one(text: str) -> ast.Node:
-    try:
-        parsed = pglast.parse_sql(text)
-    except ParseError as exc:
-        raise ValueError(f"does not parse: {exc.args[0]}") from exc
-    if len(parsed) != 1 or parsed[0].stmt is None:
+    node = parse_fragment(text)
+    if node is None:
         raise ValueError("must be a single SQL statement (no ';')")
-    return parsed[0].stmt
+    return node
 
 
 def _assignments(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
-    node = _parse_one(f"UPDATE _expand_backfill SET {value}")
-    if not isinstance(node, ast.UpdateStmt) or node.whereClause or node.fromClause or node.returningClause:
+    try:
+        parse_assignments(value)
+    except FragmentError as exc:
+        if exc.rule == "syntax":
+            raise
+        if exc.rule == "several":
+            raise ValueError("must be a single SQL statement (no ';')") from exc
         raise ValueError(
             f"{value!r} must be assignments only, such as 'name = title'; put the condition in 'where'"
-        )
+        ) from exc
     return value
 
 
 def _predicate(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
-    node = _parse_one(f"SELECT 1 WHERE {value}")
-    extra = isinstance(node, ast.SelectStmt) and any(
-        getattr(node, clause) for clause in ("groupClause", "havingClause", "sortClause", "limitCount")
-    )
-    if not isinstance(node, ast.SelectStmt) or extra or node.whereClause is None:
-        raise ValueError(f"{value!r} must be a boolean condition only, such as 'name IS NULL'")
+    try:
+        parse_predicate(value)
+    except FragmentError as exc:
+        if exc.rule == "syntax":
+            raise
+        if exc.rule == "several":
+            raise ValueError("must be a single SQL statement (no ';')") from exc
+        raise ValueError(f"{value!r} must be a boolean condition only, such as 'name IS NULL'") from exc
     return value
 
 

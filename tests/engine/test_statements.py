@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_expand.engine.statements import (
+    FragmentError,
     SQLFileError,
     load_statements,
+    parse_assignments,
+    parse_predicate,
     parse_statements,
     relations,
 )
@@ -60,3 +63,28 @@ def test_relations_in_order_of_mention() -> None:
         "CREATE INDEX CONCURRENTLY i ON shops (x); ALTER TABLE public.products DROP COLUMN y;"
     )
     assert relations(stmts) == ["public.products", "products", "shops"]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("name IS", "syntax"),
+        ("true; DROP TABLE t", "several"),
+        ("true UNION SELECT 2", "shape"),
+        ("name IS NULL ORDER BY 1", "clauses"),
+        ("name IS NULL OFFSET 1", "clauses"),
+        ("id IN (SELECT 1)", "subquery"),
+    ],
+)
+def test_one_fragment_validator_names_the_rule_a_predicate_breaks(text: str, rule: str) -> None:
+    with pytest.raises(FragmentError) as caught:
+        parse_predicate(text, subqueries=False)
+    assert caught.value.rule == rule
+
+
+def test_a_predicate_may_hold_a_subquery_where_its_caller_allows_it() -> None:
+    assert parse_predicate("id IN (SELECT 1)") is not None
+    assert parse_assignments("name = title, n = n + 1").targetList is not None
+    with pytest.raises(FragmentError, match="assignments only") as caught:
+        parse_assignments("name = title WHERE true")
+    assert caught.value.rule == "clauses"

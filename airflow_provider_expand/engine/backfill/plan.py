@@ -11,19 +11,24 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-import pglast
 import psycopg
 from pglast import ast
-from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
-# BackfillError is re-exported for backfill.ranges, which imports it from here.
 from airflow_provider_expand.engine.backfill.errors import BackfillError as BackfillError
 from airflow_provider_expand.engine.backfill.errors import BackfillInputError
 from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate
 
-_PLACEHOLDER_TABLE = "_expand_backfill_target"
+# BackfillError is re-exported for backfill.ranges, which imports it from here.
+from airflow_provider_expand.engine.statements import (
+    ASSIGNMENTS_TABLE,
+    FragmentError,
+    parse_assignments,
+    parse_fragment,
+)
+
+_PLACEHOLDER_TABLE = ASSIGNMENTS_TABLE
 # A batch may run this many times its target before the engine splits it; never less than the floor.
 STATEMENT_TIMEOUT_FACTOR = 10
 STATEMENT_TIMEOUT_FLOOR = dt.timedelta(seconds=1)
@@ -113,11 +118,11 @@ class UpdateFragments:
     assigned: tuple[str, ...]
 
 
-def _parse(text: str, field: str) -> list[ast.RawStmt]:
+def _parse(text: str, field: str) -> ast.Node | None:
     try:
-        return list(pglast.parse_sql(text))
-    except ParseError as exc:
-        raise BackfillInputError(field, f"does not parse: {exc.args[0]}") from exc
+        return parse_fragment(text)
+    except FragmentError as exc:
+        raise BackfillInputError(field, str(exc)) from exc
 
 
 def parse_fragments(set_text: str, where_text: str | None) -> UpdateFragments:
@@ -130,16 +135,13 @@ def parse_fragments(set_text: str, where_text: str | None) -> UpdateFragments:
             "is required (e.g. 'name IS NULL AND title IS NOT NULL'): it selects the rows still to do, "
             "which makes the backfill resumable and lets the final sweep prove it complete",
         )
-    alone = _parse(f"UPDATE {_PLACEHOLDER_TABLE} SET {set_text}", "set")
-    if len(alone) != 1 or not isinstance(alone[0].stmt, ast.UpdateStmt):
-        raise BackfillInputError("set", f"{set_text!r} must be assignments of one UPDATE, no ';'")
-    only_set = alone[0].stmt
-    if only_set.whereClause or only_set.fromClause or only_set.returningClause:
-        raise BackfillInputError("set", f"{set_text!r} must be assignments only; put conditions in where")
-    whole = _parse(f"UPDATE {_PLACEHOLDER_TABLE} SET {set_text} WHERE {where_text}", "where")
-    if len(whole) != 1 or not isinstance(whole[0].stmt, ast.UpdateStmt):
+    try:
+        parse_assignments(set_text)
+    except FragmentError as exc:
+        raise BackfillInputError("set", str(exc) if exc.rule == "syntax" else f"{set_text!r} {exc}") from exc
+    stmt = _parse(f"UPDATE {_PLACEHOLDER_TABLE} SET {set_text} WHERE {where_text}", "where")
+    if not isinstance(stmt, ast.UpdateStmt):
         raise BackfillInputError("where", f"{where_text!r} must be one condition, no ';'")
-    stmt = whole[0].stmt
     if stmt.whereClause is None or stmt.fromClause or stmt.returningClause or stmt.withClause:
         raise BackfillInputError("where", f"{where_text!r} must be a condition only (no FROM, RETURNING)")
     where_node = stmt.whereClause
@@ -158,8 +160,7 @@ def parse_table(table: str) -> tuple[str | None, str]:
     """``products`` / ``shop.products`` / ``"Odd Name"`` -> (schema or None, name), via the real parser."""
     if not table or not table.strip():
         raise BackfillInputError("table", "must not be empty")
-    stmts = _parse(f"SELECT FROM {table}", "table")
-    node = stmts[0].stmt if len(stmts) == 1 else None
+    node = _parse(f"SELECT FROM {table}", "table")
     sources = node.fromClause if isinstance(node, ast.SelectStmt) and node.whereClause is None else None
     rel = sources[0] if sources and len(sources) == 1 else None
     if (

@@ -8,24 +8,19 @@ columns) and hands back the normalised definition that an existing index is comp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-import pglast
 import psycopg
-from pglast import ast
-from pglast.enums import SetOperation
-from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from airflow_provider_expand.engine.statements import FragmentError, parse_predicate
 
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names.
 
 # Relation kinds ``CREATE INDEX CONCURRENTLY`` accepts (partitioned tables are refused by PostgreSQL).
 _INDEXABLE_KINDS = {"r": "table", "m": "materialized view"}
-_SELECT_ALLOWED = {"targetList", "whereClause", "op", "all", "groupDistinct", "limitOption"}
 
 
 class IndexSpecError(ValueError):
@@ -135,16 +130,6 @@ def _create_sql(
     return sql.SQL(" ").join(parts)
 
 
-def _walk(node: Any) -> Iterator[ast.Node]:
-    if isinstance(node, ast.Node):
-        yield node
-        for name in node:
-            yield from _walk(getattr(node, name))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
 def normalize_predicate(index: str, where: str) -> str:
     """Parse ``where`` as one boolean expression with pglast and return its canonical text.
 
@@ -154,18 +139,11 @@ def normalize_predicate(index: str, where: str) -> str:
     if not where.strip():
         raise IndexSpecError(index, "where", "is empty")
     try:
-        parsed = pglast.parse_sql(f"SELECT 1 WHERE {where}")
-    except ParseError as exc:
-        raise IndexSpecError(index, "where", f"does not parse: {exc.args[0]} (in {where!r})") from exc
-    stmt = parsed[0].stmt if len(parsed) == 1 else None
-    if not isinstance(stmt, ast.SelectStmt) or stmt.whereClause is None:
-        raise IndexSpecError(index, "where", f"must be one predicate, not several statements: {where!r}")
-    extra = [f for f in stmt if f not in _SELECT_ALLOWED and getattr(stmt, f)]
-    if extra or stmt.op != SetOperation.SETOP_NONE:
-        raise IndexSpecError(index, "where", f"must be a predicate only, without other clauses: {where!r}")
-    if any(isinstance(n, ast.SubLink) for n in _walk(stmt.whereClause)):
-        raise IndexSpecError(index, "where", f"an index predicate cannot contain a subquery: {where!r}")
-    return str(RawStream()(stmt.whereClause))
+        node = parse_predicate(where, subqueries=False)
+    except FragmentError as exc:
+        shown = f" (in {where!r})" if exc.rule == "syntax" else f": {where!r}"
+        raise IndexSpecError(index, "where", f"{exc}{shown}") from exc
+    return str(RawStream()(node))
 
 
 def _check_shape(spec: IndexSpec) -> None:
