@@ -20,6 +20,7 @@ from pglast import ast
 from pglast.enums import AlterTableType, SetOperation
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
+from psycopg import sql
 
 
 class SQLFileError(ValueError):
@@ -204,3 +205,26 @@ def _walk(node: Any) -> Iterator[ast.Node]:
     elif isinstance(node, tuple | list):
         for item in node:
             yield from _walk(item)
+
+
+def table_identifier(name: str) -> sql.Identifier:
+    """``table`` / ``schema.table`` exactly as written (the spec allows plain identifiers only), as one
+    quoted identifier: what the index builder and the checks name their table with."""
+    return sql.Identifier(*name.split("."))
+
+
+def parse_table(text: str) -> tuple[str | None, str]:
+    """``products`` / ``shop.products`` / ``"Odd Name"`` -> (schema or None, name), via the real parser,
+    so unquoted names fold to lower case as PostgreSQL folds them (the backfill's resolution)."""
+    node = parse_fragment(f"SELECT FROM {text}")
+    sources = node.fromClause if isinstance(node, ast.SelectStmt) and node.whereClause is None else None
+    rel = sources[0] if sources and len(sources) == 1 else None
+    if (
+        not isinstance(rel, ast.RangeVar)
+        or rel.alias is not None
+        or rel.catalogname
+        or not rel.inh
+        or not rel.relname
+    ):
+        raise FragmentError("shape", f"{text!r} must be a table name, optionally schema-qualified")
+    return rel.schemaname, str(rel.relname)

@@ -16,11 +16,11 @@ from pglast import ast
 from pglast.stream import RawStream
 from psycopg import sql
 
+# BackfillError is re-exported for backfill.ranges, which imports it from here.
+from airflow_provider_expand.engine import statements
 from airflow_provider_expand.engine.backfill.errors import BackfillError as BackfillError
 from airflow_provider_expand.engine.backfill.errors import BackfillInputError
 from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate
-
-# BackfillError is re-exported for backfill.ranges, which imports it from here.
 from airflow_provider_expand.engine.statements import (
     ASSIGNMENTS_TABLE,
     FragmentError,
@@ -160,18 +160,10 @@ def parse_table(table: str) -> tuple[str | None, str]:
     """``products`` / ``shop.products`` / ``"Odd Name"`` -> (schema or None, name), via the real parser."""
     if not table or not table.strip():
         raise BackfillInputError("table", "must not be empty")
-    node = _parse(f"SELECT FROM {table}", "table")
-    sources = node.fromClause if isinstance(node, ast.SelectStmt) and node.whereClause is None else None
-    rel = sources[0] if sources and len(sources) == 1 else None
-    if (
-        not isinstance(rel, ast.RangeVar)
-        or rel.alias is not None
-        or rel.catalogname
-        or not rel.inh
-        or not rel.relname
-    ):
-        raise BackfillInputError("table", f"{table!r} must be a table name, optionally schema-qualified")
-    return rel.schemaname, str(rel.relname)
+    try:
+        return statements.parse_table(table)
+    except FragmentError as exc:
+        raise BackfillInputError("table", str(exc)) from exc
 
 
 def _literal_sql(text: str) -> sql.SQL:

@@ -15,7 +15,7 @@ from pglast.stream import RawStream
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from airflow_provider_expand.engine.statements import FragmentError, parse_predicate
+from airflow_provider_expand.engine.statements import FragmentError, parse_predicate, table_identifier
 
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names.
 
@@ -158,12 +158,8 @@ def _check_shape(spec: IndexSpec) -> None:
         raise IndexSpecError(name, "columns", f"lists a column twice: {list(spec.columns)}")
 
 
-def _table_identifier(table: str) -> sql.Identifier:
-    return sql.Identifier(*table.split("."))
-
-
 def _resolve_table(conn: psycopg.Connection, spec: IndexSpec) -> tuple[int, str, str]:
-    text = _table_identifier(spec.table).as_string(conn)
+    text = table_identifier(spec.table).as_string(conn)
     row = conn.execute(
         "SELECT c.oid, n.nspname, c.relname, c.relkind FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",

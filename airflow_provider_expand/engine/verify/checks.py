@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.statements import table_identifier
 
 LATENCY_RUNS = 7  # one warm-up plus p95 over the rest
 
@@ -66,10 +67,6 @@ def check_from_mapping(data: Mapping[str, Any]) -> Check:
             timeout.total_seconds() if hasattr(timeout, "total_seconds") else float(timeout)
         )
     return Check(**fields, rls=RlsProbe(**rls) if rls else None)
-
-
-def _qualified(name: str) -> sql.Composable:
-    return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
 
 
 def _matches(actual: Any, expected: Any) -> bool:
@@ -151,7 +148,9 @@ def run_rls_check(connect: Connector, check: Check) -> CheckResult:
             _read_only(conn, int(check.timeout_seconds * 1000))
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(probe.role)))
             conn.execute("SELECT set_config(%s, %s, true)", (probe.setting, probe.value))
-            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_qualified(probe.table))).fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(table_identifier(probe.table))
+            ).fetchone()
             actual = row[0] if row else None
         except psycopg.Error as exc:
             return CheckResult(check.name, False, f"query as {probe.role} failed: {str(exc).strip()}")
