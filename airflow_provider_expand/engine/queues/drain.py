@@ -23,11 +23,10 @@ from airflow_provider_expand.engine.queues.marker import Marker
 from airflow_provider_expand.engine.queues.pause import (
     DEFAULT_PREFIX,
     MARKER_SUFFIX,
-    QueueConnectionError,
     QueueRef,
-    QueueRefusedError,
     lua_source,
     queue_refs,
+    redis_errors,
 )
 
 MAX_LOCK_CHECKS = 1000  # active jobs whose lock is checked per poke; a drain is about a handful
@@ -207,16 +206,10 @@ def drain_status(
     fetched = False
     for ref in refs:
         keys, args = _snapshot_call(ref)
-        try:
+        with redis_errors(ref, "reading"):
             snap = _snapshot(ref, script(keys=keys, args=args))
             if snap.orphaned and not fetched:
                 clients, fetched = _client_list(client), True
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise QueueConnectionError(
-                f"Redis did not answer while reading queue {ref.label!r}: {exc}"
-            ) from exc
-        except redis.RedisError as exc:
-            raise QueueRefusedError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
         snaps.append(_with_workers(snap, ref, clients))
     return DrainStatus(tuple(snaps))
 
@@ -232,16 +225,10 @@ async def adrain_status(
     fetched = False
     for ref in refs:
         keys, args = _snapshot_call(ref)
-        try:
+        with redis_errors(ref, "reading"):
             snap = _snapshot(ref, await script(keys=keys, args=args))
             if snap.orphaned and not fetched:
                 clients, fetched = await _aclient_list(client), True
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise QueueConnectionError(
-                f"Redis did not answer while reading queue {ref.label!r}: {exc}"
-            ) from exc
-        except redis.RedisError as exc:
-            raise QueueRefusedError(f"Redis refused reading queue {ref.label!r}: {exc}") from exc
         snaps.append(_with_workers(snap, ref, clients))
     return DrainStatus(tuple(snaps))
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -144,13 +145,20 @@ def _check_layout(layout: str) -> None:
         raise QueueLayoutError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
 
 
-def _run_script(client: redis.Redis, ref: QueueRef, script: str, args: list[Any], doing: str) -> list[str]:
+@contextmanager
+def redis_errors(ref: QueueRef, doing: str) -> Iterator[None]:
+    """Redis errors while ``doing`` ``ref`` as the queues' errors: no answer is transient, a refusal is not."""
     try:
-        raw = client.register_script(lua_source(script))(keys=ref.state_keys(), args=args)
+        yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise QueueConnectionError(f"Redis did not answer while {doing} queue {ref.label!r}: {exc}") from exc
     except redis.RedisError as exc:
         raise QueueRefusedError(f"Redis refused {doing} queue {ref.label!r}: {exc}") from exc
+
+
+def _run_script(client: redis.Redis, ref: QueueRef, script: str, args: list[Any], doing: str) -> list[str]:
+    with redis_errors(ref, doing):
+        raw = client.register_script(lua_source(script))(keys=ref.state_keys(), args=args)
     reply = [_text(v) for v in raw]
     if reply[0] == "error":
         raise QueueLayoutError(f"queue {ref.label!r}: {reply[1]}; pass layout= to choose one")
