@@ -9,6 +9,7 @@ killed task process is reported failed by its supervisor and retried like on a r
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,7 +17,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -37,7 +37,8 @@ def execution_api(airflow_home: Path) -> Iterator[dict[str, str]]:
     variables) that point this process's executor at it, for the tests that use it to set."""
     port = _free_port()
     settings = {
-        "AIRFLOW__API_AUTH__JWT_SECRET": os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET") or uuid.uuid4().hex,
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.environ.get("AIRFLOW__API_AUTH__JWT_SECRET")
+        or secrets.token_hex(32),  # 64 bytes: the HS512 minimum
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
