@@ -145,7 +145,7 @@ def test_failed_deploy_keeps_the_queues_paused_until_the_old_code_runs_again(
     back_at = _epoch(steps["rollback:deploy"].finished_at)
     done_at = _epoch(steps["rollback"].finished_at) if with_rollback_sql else back_at
     record = ledger.get(pg_conn, migration_id)
-    assert record is not None and record.phase == ("rolled_back" if with_rollback_sql else "expanded")
+    assert record is not None and record.phase == ("rolled_back" if with_rollback_sql else "failed")
 
     samples = observer.samples
     window = [s for s in samples if failed_at <= s.at <= done_at]

@@ -74,9 +74,7 @@ def release(
             previous_image=previous,
         )
     except Exception as exc:
-        with connect() as conn:
-            conn.autocommit = True
-            ledger.finish_step(conn, migration_id, DEPLOY_STEP, status="failed", error=str(exc)[:2000])
+        Lifecycle(ledger).record_failure(connect, migration_id, DEPLOY_STEP, exc, log)
         raise
     with connect() as conn:
         conn.autocommit = True
@@ -112,9 +110,7 @@ def roll_back_release(
             log=log,
         )
     except Exception as exc:
-        with connect() as conn:
-            conn.autocommit = True
-            ledger.finish_step(conn, migration_id, ROLLBACK_STEP, status="failed", error=str(exc)[:2000])
+        Lifecycle(ledger).record_failure(connect, migration_id, ROLLBACK_STEP, exc, log)
         raise
     with connect() as conn:
         conn.autocommit = True
