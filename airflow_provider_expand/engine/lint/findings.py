@@ -21,6 +21,10 @@ Severity = Literal["error", "warning"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning")
 """An error fails the lint (exit 1, the DAG's lint task); a warning is printed and fails only ``--strict``."""
 
+Cost = Literal["", "rewrite", "scan"]
+"""What a statement flagged by the rule costs in proportion to its table: with a live schema
+(``--conn-id``) the finding says how much, e.g. "rewrites 40 GB"; "" when size is beside the point."""
+
 Check = Callable[["Statement", "FileContext"], Iterable[str]]
 """Yields one message per problem found in a statement (the context holds what came before it)."""
 
@@ -51,7 +55,8 @@ class Rule:
 
     ``severity`` is the default (``lint.toml`` may change it); ``explanation`` is the longer why, for
     ``--explain`` and ``docs/lint.md`` (a paragraph of plain text; blank lines separate paragraphs);
-    ``squawk`` names the squawk rules (e.g. ``"require-concurrent-index-creation"``) this rule covers.
+    ``squawk`` names the squawk rules (e.g. ``"require-concurrent-index-creation"``) this rule covers;
+    ``cost`` says whether its statements rewrite or scan the table (see :data:`Cost`).
     """
 
     code: str
@@ -62,6 +67,7 @@ class Rule:
     severity: Severity = "error"
     explanation: str = ""
     squawk: tuple[str, ...] = ()
+    cost: Cost = ""
 
     def finding(self, file: str, line: int, message: str) -> Finding:
         return Finding(
