@@ -102,9 +102,10 @@ def parse_statements(text: str, source: str = "<sql>") -> list[Statement]:
     try:
         parsed = pglast.parse_sql(text)
     except ParseError as exc:
-        # args[1] is the byte offset of the error; count lines on the bytes before it.
+        # args[1] is where the error is, in characters of ``text`` (pglast converts the server's byte
+        # offset), like every location pglast reports: count lines on the text, not on its UTF-8 bytes.
         location = int(exc.args[1]) if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        line = text.encode("utf-8")[:location].count(b"\n") + 1
+        line = _line_of(text, location)
         raise SQLFileError(source, line, f"does not parse: {exc.args[0]}") from exc
     statements: list[Statement] = []
     for raw in parsed:
