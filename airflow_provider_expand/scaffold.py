@@ -96,6 +96,7 @@ ROLLBACK_SQL = """\
 -- DROP INDEX CONCURRENTLY IF EXISTS idx_my_table_new_column;
 -- DROP TRIGGER IF EXISTS my_table_sync ON my_table;
 -- DROP FUNCTION IF EXISTS my_table_sync();
+-- ALTER TABLE my_table DROP CONSTRAINT IF EXISTS my_table_new_column_not_null;
 -- ALTER TABLE my_table DROP COLUMN IF EXISTS new_column;
 """
 

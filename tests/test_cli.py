@@ -42,6 +42,8 @@ def test_lint_findings_exit_1_with_file_line_code_and_alternative(
 ) -> None:
     expand = example / "expand.sql"
     expand.write_text(expand.read_text() + "\nCREATE INDEX idx_products_title ON products (title);\n")
+    rollback = example / "rollback.sql"  # which undoes it (EX903 otherwise)
+    rollback.write_text(rollback.read_text() + "DROP INDEX CONCURRENTLY IF EXISTS idx_products_title;\n")
     assert main(["lint", str(example)]) == 1
     out, err = capsys.readouterr()
     line = len(expand.read_text().splitlines())

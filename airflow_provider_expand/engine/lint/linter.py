@@ -1,57 +1,99 @@
 """Runs every rule over a phase's SQL, statement by statement, in file order (so a rule can know what
-earlier statements created), and applies the ``-- expand: allow`` suppressions.
+earlier statements created), and applies the ``-- expand: allow`` suppressions. For a whole migration it
+carries what expand did into contract and rollback, and compares rollback with expand at the end.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_expand.engine.lint import (
     columns,
+    compatibility,
     constraints,
+    custom_types,
     data,
+    datatypes,
     destructive,
     indexes,
     locking,
+    names,
+    rollback,
     session,
     transactions,
 )
 from airflow_provider_expand.engine.lint.context import FileContext, ObjectKey
 from airflow_provider_expand.engine.lint.findings import Finding, Phase, Rule
+from airflow_provider_expand.engine.lint.operations import (
+    RAW_SQL_WITHOUT_DOWN,
+    missing_down,
+    raw_sql_operations,
+)
+from airflow_provider_expand.engine.lint.rollback import IndexStep, rollback_gaps
 from airflow_provider_expand.engine.lint.suppressions import find_suppressions, target_of
-from airflow_provider_expand.engine.statements import SQLFileError, parse_statements
+from airflow_provider_expand.engine.statements import (
+    FragmentError,
+    SQLFileError,
+    parse_assignments,
+    parse_statements,
+    parse_table,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_expand.spec import MigrationSpec
 
 SYNTAX = Rule(
-    "EX001",
-    "syntax",
-    "fix the SQL; files are read with PostgreSQL's own parser, exactly as the server will read them",
+    code="EX001",
+    name="syntax",
+    alternative="fix the SQL; files are read with PostgreSQL's own parser, exactly as the server will read them",
+    explanation=(
+        "Every file is parsed by pglast, which is PostgreSQL's own parser: what does not parse here would "
+        "fail on the server, midway through the migration. The line is the one the parser points at."
+    ),
+    squawk=("syntax-error",),
 )
 NO_REASON = Rule(
-    "EX002",
-    "suppression-without-reason",
-    "say why it is safe here: -- expand: allow CODE because <reason>",
+    code="EX002",
+    name="suppression-without-reason",
+    alternative="say why it is safe here: -- expand: allow CODE because <reason>",
+    explanation="A suppression is a reviewed exception; without a reason it does not count.",
 )
 BAD_SUPPRESSION = Rule(
-    "EX003",
-    "bad-suppression",
-    "write -- expand: allow CODE because <reason>, with a code from `airflow-expand lint --rules`, "
-    "on the line above the statement",
+    code="EX003",
+    name="bad-suppression",
+    alternative="write -- expand: allow CODE because <reason>, with a code from `airflow-expand lint "
+    "--rules`, on the line above the statement",
+    explanation=(
+        "A suppression comment that is malformed, names an unknown rule, or has no statement after it "
+        "silences nothing, which is worth knowing."
+    ),
 )
 
 CHECKED_RULES: tuple[Rule, ...] = (
+    *names.RULES,
     *destructive.RULES,
     *indexes.RULES,
     *columns.RULES,
+    *datatypes.RULES,
+    *custom_types.RULES,
     *constraints.RULES,
     *locking.RULES,
     *data.RULES,
     *transactions.RULES,
     *session.RULES,
+    *compatibility.RULES,
+    *rollback.RULES,
 )
-RULES: tuple[Rule, ...] = (SYNTAX, NO_REASON, BAD_SUPPRESSION, *CHECKED_RULES)
+MIGRATION_RULES: tuple[Rule, ...] = (
+    rollback.ROLLBACK_LEAVES_BEHIND,
+    rollback.ROLLBACK_NOT_RECREATED,
+    RAW_SQL_WITHOUT_DOWN,
+)
+"""Rules that compare a migration's parts (expand with rollback, an operation with its down)."""
+RULES: tuple[Rule, ...] = tuple(
+    sorted((SYNTAX, NO_REASON, BAD_SUPPRESSION, *CHECKED_RULES, *MIGRATION_RULES), key=lambda r: r.code)
+)
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
 
 
@@ -67,6 +109,10 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
         statements = parse_statements(text, source=source)
     except SQLFileError as exc:
         return [SYNTAX.finding(source, exc.line, exc.message)], ctx
+    whole = FileContext(phase=ctx.phase, source=source)
+    for statement in statements:
+        whole.observe(statement)
+    ctx.file_appears = frozenset(whole.appeared)
     findings: list[Finding] = []
     allowed: dict[int, set[str]] = {}
     for suppression in find_suppressions(text):
@@ -95,6 +141,7 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
             )
         for index in targets:
             allowed.setdefault(index, set()).update(suppression.codes)
+            ctx.allowed_lines.setdefault(statements[index].line, set()).update(suppression.codes)
     for index, statement in enumerate(statements):
         for rule in CHECKED_RULES:
             if ctx.phase not in rule.phases or rule.check is None or rule.code in allowed.get(index, ()):
@@ -108,9 +155,11 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
 
 def lint_migration(spec: MigrationSpec) -> list[Finding]:
     """Lint every SQL file of a migration against its phase, carrying what expand did into the others:
-    contract may validate a CHECK that expand added NOT VALID; rollback may drop what expand created."""
+    contract may validate a CHECK that expand added NOT VALID, and must keep what the new code reads;
+    rollback may drop what expand created, and must undo all of it."""
     findings: list[Finding] = []
     expand_ctx: FileContext | None = None
+    rollback_ctx: FileContext | None = None
     for phase, path in spec.sql_files().items():
         source = f"{spec.folder.name}/{path.relative_to(spec.folder).as_posix()}"
         try:
@@ -124,11 +173,18 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
             ctx = FileContext(phase=phase, source=source)
         if phase == "rollback":
             ctx.expand_created = _expand_created(spec, expand_ctx)
+        elif phase == "contract":
+            ctx.new_code_reads = _new_code_reads(spec, expand_ctx)
         file_findings, ctx = _lint(text, ctx)
         findings.extend(file_findings)
         if phase == "expand":
             expand_ctx = ctx
-    return findings
+        elif phase == "rollback":
+            rollback_ctx = ctx
+    if rollback_ctx is not None and spec.migrator is None:
+        findings.extend(_rollback_findings(spec, expand_ctx, rollback_ctx))
+    findings.extend(lint_operations(_operations(spec), f"{spec.folder.name}/migration.yaml"))
+    return sorted(findings)
 
 
 def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:
@@ -139,3 +195,84 @@ def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> froz
     created: set[ObjectKey] = set(expand_ctx.created) if expand_ctx is not None else set()
     created.update(("index", index.name) for index in spec.indexes)
     return frozenset(created)
+
+
+def _bare(table: str) -> str:
+    """``shop.products`` -> ``products``, as the parse trees name tables."""
+    try:
+        return parse_table(table)[1]
+    except FragmentError:
+        return table
+
+
+def _new_code_reads(spec: MigrationSpec, expand_ctx: FileContext | None) -> dict[ObjectKey, str]:
+    """What contract must not drop: what expand.sql created for the new code, what a backfill writes,
+    what an index step builds (and the columns it is on)."""
+    reads: dict[ObjectKey, str] = {}
+    if expand_ctx is not None:
+        for key, line in expand_ctx.origins.items():
+            if key[0] in ("relation", "column", "index", "type"):
+                reads[key] = f"{expand_ctx.source}:{line} created it"
+    for backfill in spec.backfill:
+        table = _bare(backfill.table)
+        try:
+            targets = [t.name for t in parse_assignments(backfill.set).targetList or () if t.name]
+        except FragmentError:
+            targets = []
+        for column in targets:
+            reads.setdefault(("column", f"{table}.{column}"), f"the backfill of {backfill.table} writes it")
+    for index in spec.indexes:
+        reads.setdefault(("index", index.name), "indexes: builds it for the new code")
+        for column in index.columns:
+            reads.setdefault(("column", f"{_bare(index.table)}.{column}"), f"indexes: {index.name} is on it")
+    return reads
+
+
+def _rollback_findings(
+    spec: MigrationSpec, expand_ctx: FileContext | None, rollback_ctx: FileContext
+) -> Iterator[Finding]:
+    """EX903/EX904 at the expand statement (or indexes: entry) whose work rollback.sql does not undo."""
+    expand = expand_ctx or FileContext(phase="expand", source="")
+    steps = [IndexStep(i.name, _bare(i.table), i.columns) for i in spec.indexes]
+    yaml_source = f"{spec.folder.name}/migration.yaml"
+    for gap in rollback_gaps(expand, rollback_ctx, steps):
+        if gap.line == 0:
+            yield gap.rule.finding(yaml_source, _yaml_line(spec, gap.key[1]), gap.message)
+        elif gap.rule.code not in expand.allowed_lines.get(gap.line, ()):
+            yield gap.rule.finding(expand.source, gap.line, gap.message)
+
+
+def _yaml_line(spec: MigrationSpec, name: str) -> int:
+    """The line of migration.yaml that names ``name`` (1 when it cannot be found)."""
+    try:
+        lines = spec.source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 1
+    return next((n for n, line in enumerate(lines, 1) if name in line), 1)
+
+
+def _operations(spec: MigrationSpec) -> list[Mapping[str, Any]]:
+    """The spec's ``operations:`` as plain dicts, when the spec has them (engine/operations is being
+    built; until it lands this is empty)."""
+    raw = getattr(spec, "operations", None) or ()
+    out: list[Mapping[str, Any]] = []
+    for operation in raw:
+        dump = getattr(operation, "model_dump", None)
+        value = dump(by_alias=True, exclude_none=True) if callable(dump) else operation
+        if isinstance(value, Mapping):
+            out.append(value)
+    return out
+
+
+def lint_operations(operations: Sequence[Mapping[str, Any]], source: str = "migration.yaml") -> list[Finding]:
+    """EX906 for raw SQL operations without ``down``, and every rule over their ``up`` (as expand, or as
+    contract with ``onComplete``) and ``down`` (as rollback); findings name ``source#operations[i].sql.up``."""
+    findings: list[Finding] = []
+    for where, message in missing_down(operations):
+        findings.append(RAW_SQL_WITHOUT_DOWN.finding(f"{source}#{where}", 1, message))
+    for raw in raw_sql_operations(operations):
+        for part, phase, text in (("up", raw.up_phase, raw.up), ("down", "rollback", raw.down)):
+            if text.strip():
+                found, _ = _lint(text, FileContext(phase=phase, source=f"{source}#{raw.where}.{part}"))
+                findings.extend(found)
+    return findings
