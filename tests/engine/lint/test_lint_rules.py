@@ -674,3 +674,51 @@ def test_the_rules_table_in_the_docs_lists_every_rule() -> None:
     text = (Path(__file__).resolve().parents[3] / "docs" / "lint.md").read_text(encoding="utf-8")
     rows = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| EX")]
     assert rows == [[f"| {rule.code}", f"`{rule.name}`"] for rule in RULES]
+
+
+@pytest.mark.parametrize(
+    ("sql", "code"),
+    [
+        ("ALTER TABLE products ALTER COLUMN title DROP NOT NULL", "EX305"),
+        ("ALTER TABLE products ALTER COLUMN title SET NOT NULL", "EX901"),
+        ("REVOKE UPDATE ON products FROM app_user", "EX901"),
+        ("ALTER TABLE products DROP COLUMN title", "EX101"),
+    ],
+)
+def test_what_breaks_the_old_code_in_expand_is_the_point_of_contract(sql: str, code: str) -> None:
+    (finding,) = [f for f in lint_sql(sql, "expand.sql", "expand") if f.code == code]
+    assert "contract" in finding.message  # the message says which phase is right
+    assert code not in codes(lint_sql(sql, "contract.sql", "contract"))
+
+
+def test_an_unpinned_update_is_one_finding_not_two() -> None:
+    assert codes(lint_sql("UPDATE products SET name = title", "e.sql", "expand")) == ["EX601"]
+    assert codes(lint_sql("UPDATE products SET name = title WHERE name IS NULL", "e.sql", "expand")) == [
+        "EX602"
+    ]
+    assert (
+        lint_sql("CREATE TABLE t (id bigint, n bigint);\nUPDATE t SET n = 1 WHERE n IS NULL", "e.sql") == []
+    )
+
+
+def test_identifier_length_counts_bytes_as_postgres_does() -> None:
+    assert codes(lint_sql(f'ALTER TABLE products ADD COLUMN "{"ț" * 32}" text', "e.sql")) == ["EX004"]
+    assert lint_sql(f'ALTER TABLE products ADD COLUMN "{"ț" * 31}" text', "e.sql") == []  # 62 bytes
+
+
+def test_a_syntax_error_after_non_ascii_text_is_on_its_own_line() -> None:
+    sql = (
+        "-- redenumire: titlu → nume, fără întrerupere 🚀\n"
+        "COMMENT ON COLUMN products.title IS 'denumirea produsului în română: ăîșțâ ăîșțâ ăîșțâ';\n"
+        "ALTER TABLE products ADD COLUM name text;\n"
+        "SELECT 1;\n"
+    )
+    (finding,) = lint_sql(sql, "expand.sql", "expand")
+    assert (finding.code, finding.line) == ("EX001", 3)
+
+
+def test_a_new_enum_value_is_usable_after_the_group_commits_or_in_another_phase() -> None:
+    add = "ALTER TYPE order_status ADD VALUE 'held' AFTER 'paid';\n"
+    use = "UPDATE orders SET status = 'held' WHERE id = 1;\n"
+    assert "EX323" in codes(lint_sql(add + "SELECT 1;\n" + use, "e.sql", "expand"))
+    assert "EX323" not in codes(lint_sql(use, "c.sql", "contract"))
