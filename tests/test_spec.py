@@ -297,6 +297,10 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
             "backfill[0].set: 'a = b WHERE c' must be assignments",
         ),
         (
+            "backfill:\n  - {table: products, set: 'a = b, c = 1, a = 2', where: a IS NULL}",
+            "backfill[0].set: 'a = b, c = 1, a = 2' assigns a more than once",
+        ),
+        (
             "backfill:\n  - {table: products, set: 'a = b; DROP TABLE x', where: a IS NULL}",
             "backfill[0].set: must be a single SQL statement",
         ),

@@ -102,3 +102,6 @@ def test_a_predicate_may_hold_a_subquery_where_its_caller_allows_it() -> None:
     with pytest.raises(FragmentError, match="assignments only") as caught:
         parse_assignments("name = title WHERE true")
     assert caught.value.rule == "clauses"
+    with pytest.raises(FragmentError, match="assigns name more than once") as caught:
+        parse_assignments("name = title, (name, n) = (1, 2)")
+    assert caught.value.rule == "duplicate"
