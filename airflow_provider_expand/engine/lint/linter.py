@@ -31,7 +31,7 @@ from airflow_provider_expand.engine.lint.operations import (
     raw_sql_operations,
 )
 from airflow_provider_expand.engine.lint.rollback import IndexStep, rollback_gaps
-from airflow_provider_expand.engine.lint.suppressions import find_suppressions, target_of
+from airflow_provider_expand.engine.lint.suppressions import Suppression, find_suppressions, target_of
 from airflow_provider_expand.engine.statements import (
     FragmentError,
     SQLFileError,
@@ -69,6 +69,17 @@ BAD_SUPPRESSION = Rule(
         "silences nothing, which is worth knowing."
     ),
 )
+UNUSED_SUPPRESSION = Rule(
+    code="EX005",
+    name="unused-suppression",
+    alternative="remove the suppression, or name the code the statement does trip",
+    severity="warning",
+    explanation=(
+        "A suppression that silences nothing (the statement was made safe, or the code is a typo) would "
+        "silently allow the next unsafe edit of that statement."
+    ),
+    squawk=("unused-ignore",),
+)
 
 CHECKED_RULES: tuple[Rule, ...] = (
     *names.RULES,
@@ -92,7 +103,10 @@ MIGRATION_RULES: tuple[Rule, ...] = (
 )
 """Rules that compare a migration's parts (expand with rollback, an operation with its down)."""
 RULES: tuple[Rule, ...] = tuple(
-    sorted((SYNTAX, NO_REASON, BAD_SUPPRESSION, *CHECKED_RULES, *MIGRATION_RULES), key=lambda r: r.code)
+    sorted(
+        (SYNTAX, NO_REASON, BAD_SUPPRESSION, UNUSED_SUPPRESSION, *CHECKED_RULES, *MIGRATION_RULES),
+        key=lambda r: r.code,
+    )
 )
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
 
@@ -115,6 +129,7 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
     ctx.file_appears = frozenset(whole.appeared)
     findings: list[Finding] = []
     allowed: dict[int, set[str]] = {}
+    placed: list[tuple[Suppression, list[int]]] = []
     for suppression in find_suppressions(text):
         if not suppression.well_formed:
             findings.append(
@@ -142,15 +157,37 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
         for index in targets:
             allowed.setdefault(index, set()).update(suppression.codes)
             ctx.allowed_lines.setdefault(statements[index].line, set()).update(suppression.codes)
+        placed.append((suppression, targets))
+    used: set[tuple[int, str]] = set()
     for index, statement in enumerate(statements):
         for rule in CHECKED_RULES:
-            if ctx.phase not in rule.phases or rule.check is None or rule.code in allowed.get(index, ()):
+            if ctx.phase not in rule.phases or rule.check is None:
                 continue
-            findings.extend(
-                rule.finding(source, statement.line, message) for message in rule.check(statement, ctx)
-            )
+            messages = list(rule.check(statement, ctx))
+            if rule.code in allowed.get(index, ()):
+                used.update((index, rule.code) for _ in messages[:1])
+                continue
+            findings.extend(rule.finding(source, statement.line, message) for message in messages)
         ctx.observe(statement)
+    findings.extend(_unused(placed, used, source))
     return sorted(findings), ctx
+
+
+def _unused(
+    placed: Sequence[tuple[Suppression, list[int]]], used: set[tuple[int, str]], source: str
+) -> Iterator[Finding]:
+    """EX005 for each code a suppression names that silenced nothing on its statement (rules that compare
+    files are checked later, by :func:`lint_migration`, and are left out)."""
+    later = {rule.code for rule in MIGRATION_RULES}
+    for suppression, targets in placed:
+        for code in suppression.codes if targets else ():
+            if code in RULES_BY_CODE and code not in later and not any((i, code) in used for i in targets):
+                yield UNUSED_SUPPRESSION.finding(
+                    source,
+                    suppression.line,
+                    f"suppression of {code} silences nothing: the statement it applies to does not trip {code} "
+                    "(any more), so the comment only hides a future finding",
+                )
 
 
 def lint_migration(spec: MigrationSpec) -> list[Finding]:

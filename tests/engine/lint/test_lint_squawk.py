@@ -49,12 +49,11 @@ SQUAWK: dict[str, set[str]] = {
     "require-timeout-settings": {"EX801"},
     "transaction-nesting": {"EX702"},
     "syntax-error": {"EX001"},
+    "unused-ignore": {"EX005"},
 }
 NOT_ADOPTED = {
     # opt-in in squawk; unqualified names resolve through the connection's search_path, as the app's own do
     "require-table-schema",
-    # about squawk's own ignore comments; ours are checked by EX002/EX003
-    "unused-ignore",
 }
 
 # (squawk rule, phase, a statement squawk's rule is about)
@@ -122,6 +121,11 @@ UNSAFE: list[tuple[str, Phase, str]] = [
     ("require-timeout-settings", "expand", "RESET lock_timeout"),
     ("transaction-nesting", "expand", "BEGIN;\nBEGIN;\nCOMMIT"),
     ("syntax-error", "expand", "ALTER TABLE t ADD COLUM c int"),
+    (
+        "unused-ignore",
+        "expand",
+        "-- expand: allow EX201 because small\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x)",
+    ),
 ]
 
 
