@@ -147,16 +147,21 @@ def _repeated(names: Iterable[str | None]) -> list[str]:
     return [name for name, count in counts.items() if count > 1]
 
 
+def _whole_columns(targets: Iterable[ast.ResTarget] | None) -> Iterator[str | None]:
+    """Target column names, leaving out element and field assignments (``a[1] = x, a[2] = y`` is legal)."""
+    return (t.name for t in targets or () if not t.indirection)
+
+
 def _named_twice(node: ast.Node) -> Iterator[tuple[str, str]]:
     """``(what, column)`` for every column a statement assigns or declares more than once."""
     if isinstance(node, ast.UpdateStmt):
-        for name in _repeated(t.name for t in node.targetList or ()):
+        for name in _repeated(_whole_columns(node.targetList)):
             yield f"UPDATE {table_name(node.relation)} assigns", name
     elif isinstance(node, ast.InsertStmt):
-        for name in _repeated(t.name for t in node.cols or ()):
+        for name in _repeated(_whole_columns(node.cols)):
             yield f"INSERT INTO {table_name(node.relation)} lists", name
         conflict = node.onConflictClause.targetList if node.onConflictClause is not None else None
-        for name in _repeated(t.name for t in conflict or ()):
+        for name in _repeated(_whole_columns(conflict)):
             yield "ON CONFLICT DO UPDATE assigns", name
     elif isinstance(node, ast.CreateStmt):
         columns = (e.colname for e in node.tableElts or () if isinstance(e, ast.ColumnDef))

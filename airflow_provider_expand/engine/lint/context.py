@@ -212,6 +212,8 @@ class FileContext:
     """Constraints added NOT VALID in the current transaction group: name -> table."""
     group_enum_values: dict[str, str] = field(default_factory=dict)
     """Enum labels added in the current transaction group (not usable before it commits): label -> type."""
+    group_types: set[str] = field(default_factory=set)
+    """Types created in the current transaction group (PostgreSQL lets their new labels be used at once)."""
     allowed_lines: dict[int, set[str]] = field(default_factory=dict)
     """Suppressed codes by statement line, for findings placed on this file from another one."""
 
@@ -230,6 +232,7 @@ class FileContext:
         if statement.concurrently:  # an autocommit statement: the transaction group before it committed
             self.group_not_valid.clear()
             self.group_enum_values.clear()
+            self.group_types.clear()
         before = set(self.created)
         self._removed(node, statement.line)
         self._observe(node)
@@ -239,7 +242,10 @@ class FileContext:
         if isinstance(node, ast.RenameStmt) and (keys := rename_keys(node)):
             self.appeared.add(keys[1])
         elif isinstance(node, ast.AlterEnumStmt) and node.newVal and not node.oldVal and node.typeName:
-            self.group_enum_values[str(node.newVal)] = last_name(node.typeName) or "?"
+            enum = last_name(node.typeName) or "?"
+            if enum not in self.group_types:  # a type created in the same transaction may use it at once
+                self.group_enum_values[str(node.newVal)] = enum
+        self.group_types.update(key[1] for key in self.created - before if key[0] == "type")
 
     def _removed(self, node: ast.Node, line: int) -> None:
         keys = removed_keys(node)

@@ -90,11 +90,18 @@ def _many_rows(statement: Statement, ctx: FileContext) -> Iterator[str]:
             )
 
 
+def _copies_rows(node: ast.InsertStmt) -> bool:
+    select = node.selectStmt
+    return isinstance(select, ast.SelectStmt) and bool(select.fromClause)
+
+
 def _dml_in_do(statement: Statement, ctx: FileContext) -> Iterator[str]:
     seen: set[str] = set()
     for where, node in statement_nodes(statement):
         if not where or not isinstance(node, ast.UpdateStmt | ast.DeleteStmt | ast.InsertStmt):
             continue
+        if isinstance(node, ast.InsertStmt) and not _copies_rows(node):
+            continue  # INSERT ... VALUES writes the rows it lists
         if ctx.is_new_table(node.relation) or table_name(node.relation) in seen:
             continue
         seen.add(table_name(node.relation))

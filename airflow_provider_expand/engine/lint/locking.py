@@ -34,10 +34,10 @@ _REWRITES = {
 
 def _vacuum_full(statement: Statement, ctx: FileContext) -> Iterator[str]:
     node = statement.node
-    full = any(
-        isinstance(o, ast.DefElem) and o.defname == "full" for o in getattr(node, "options", None) or ()
-    )
-    if isinstance(node, ast.VacuumStmt) and node.is_vacuumcmd and full:
+    if not isinstance(node, ast.VacuumStmt):  # other statements' options are not a list (DECLARE's are flags)
+        return
+    full = any(isinstance(o, ast.DefElem) and o.defname == "full" for o in node.options or ())
+    if node.is_vacuumcmd and full:
         yield "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock: no reads, no writes until done"
 
 

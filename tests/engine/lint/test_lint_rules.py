@@ -722,3 +722,17 @@ def test_a_new_enum_value_is_usable_after_the_group_commits_or_in_another_phase(
     use = "UPDATE orders SET status = 'held' WHERE id = 1;\n"
     assert "EX323" in codes(lint_sql(add + "SELECT 1;\n" + use, "e.sql", "expand"))
     assert "EX323" not in codes(lint_sql(use, "c.sql", "contract"))
+
+
+def test_near_misses_the_rules_leave_alone() -> None:
+    """Forms PostgreSQL accepts that look like what a rule refuses (found linting PostgreSQL's own tests)."""
+    legal = [
+        "UPDATE arrays SET b[1] = 1, b[2] = 2 WHERE id = 1",  # element assignments, not the column twice
+        "INSERT INTO t (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET f[1] = 1, f[3] = 3",
+        # a type created in the same transaction may use its new label at once
+        "CREATE TYPE mood AS ENUM ('ok');\nALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok';\nSELECT 'meh'::mood",
+        "DO $$ BEGIN INSERT INTO settings (k, v) VALUES ('a', 'b'); END $$",  # the rows it lists
+        "DECLARE c CURSOR FOR SELECT 1",
+    ]
+    for sql in legal:
+        assert lint_sql(sql, "e.sql", "expand") == [], sql
