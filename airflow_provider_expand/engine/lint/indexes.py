@@ -43,8 +43,9 @@ CREATE_INDEX = Rule(
     "CREATE INDEX CONCURRENTLY IF NOT EXISTS (the runner rebuilds it if it is left invalid), or list it "
     "under indexes: in migration.yaml (built concurrently, checked valid)",
     _create_index,
+    cost="scan",
 )
 DROP_INDEX = Rule("EX202", "drop-index-blocking", "DROP INDEX CONCURRENTLY", _drop_index)
-REINDEX = Rule("EX203", "reindex-blocking", "REINDEX (CONCURRENTLY) ...", _reindex)
+REINDEX = Rule("EX203", "reindex-blocking", "REINDEX (CONCURRENTLY) ...", _reindex, cost="scan")
 
 RULES = (CREATE_INDEX, DROP_INDEX, REINDEX)
