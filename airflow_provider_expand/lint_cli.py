@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -201,7 +201,8 @@ def _live_schema(conn_id: str | None) -> Iterator[LiveSchema | None]:
     from airflow_provider_expand.hooks.postgres import postgres_connector  # imports Airflow: only here
 
     try:
-        conn = postgres_connector(conn_id, application_name="airflow-expand lint")()
+        with redirect_stdout(sys.stderr):  # Airflow's logging writes to stdout, where the report goes
+            conn = postgres_connector(conn_id, application_name="airflow-expand lint")()
         conn.autocommit = True
         conn.execute("SET default_transaction_read_only = on")
         conn.execute("SET statement_timeout = '30s'")

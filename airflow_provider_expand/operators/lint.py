@@ -42,5 +42,6 @@ class LintOperator(ClassifiedErrors, BaseOperator):
                 f"{len(errors)} lint finding(s) in {spec.folder.name}; fix them or allow one with "
                 f"'-- expand: allow CODE because <reason>':\n{listing}"
             )
-        self.log.info("%s lints clean (%d SQL files)", spec.id, len(spec.sql_files()))
+        warnings = f", {len(findings)} warning(s)" if findings else ""
+        self.log.info("%s lints clean (%d SQL files%s)", spec.id, len(spec.sql_files()), warnings)
         return 0

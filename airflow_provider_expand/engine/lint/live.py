@@ -22,7 +22,11 @@ SELECT c.oid::regclass::text,
        (sum(l.reltuples) FILTER (WHERE t.isleaf))::bigint,
        bool_and(l.reltuples >= 0) FILTER (WHERE t.isleaf)
 FROM pg_class c
-CROSS JOIN LATERAL pg_partition_tree(c.oid) t
+CROSS JOIN LATERAL (  -- a partitioned table's partitions; a plain table is its own tree
+    SELECT relid, isleaf FROM pg_partition_tree(c.oid)
+    UNION ALL
+    SELECT c.oid, true WHERE NOT EXISTS (SELECT FROM pg_partition_tree(c.oid))
+) t
 JOIN pg_class l ON l.oid = t.relid
 WHERE c.oid = to_regclass(%s)
 GROUP BY c.oid
