@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from airflow_provider_expand.engine.errors import DatabaseError
 from airflow_provider_expand.engine.lint import PHASES, RULES, RULES_BY_CODE, Finding, Phase, lint_migration
 from airflow_provider_expand.engine.lint.config import LintConfigError
 from airflow_provider_expand.engine.lint.docs import explain, phases_of
@@ -120,6 +121,9 @@ def _lint_paths(
                     found = _lint_file(target, target_phase, live)
             except (SpecError, LintConfigError, LintUsageError) as exc:
                 errors.append(str(exc))
+                continue
+            except DatabaseError as exc:  # the live schema's catalog query (--conn-id)
+                errors.append(f"{target}: lint --conn-id: the target database refused a catalog query: {exc}")
                 continue
             findings.extend(found)
     return findings, errors, files

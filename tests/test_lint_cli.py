@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from importlib.resources import files
 from pathlib import Path
 
 import jsonschema
 import psycopg
 import pytest
+from psycopg import sql
 
 from airflow_provider_expand.cli import main
 from airflow_provider_expand.engine.lint import RULES_BY_CODE
@@ -185,3 +187,37 @@ def test_human_bytes_reads_like_pg_size_pretty() -> None:
         "15 MB",
         "40 GB",
     ]
+
+
+def test_conn_id_a_catalog_query_the_database_refuses_exits_2(
+    repo: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The connection's login may not see a schema the migration touches: exit 2, saying so."""
+    from airflow.sdk import Connection
+
+    role, schema = f"lint_probe_{uuid.uuid4().hex[:8]}", f"private_{uuid.uuid4().hex[:8]}"
+    params = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE SCHEMA {s}; CREATE TABLE {s}.t (id int)").format(s=sql.Identifier(schema))
+        )
+    try:
+        probe = Connection(
+            conn_id="lint_probe",
+            conn_type="postgres",
+            host=str(params.get("host") or "127.0.0.1"),
+            port=int(params.get("port") or 5432),
+            login=role,
+            schema=str(params["dbname"]),
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_LINT_PROBE", probe.as_json())
+        break_expand(repo, f"ALTER TABLE {schema}.t ALTER COLUMN id TYPE bigint;\n")
+        assert main(["lint", "migrations", "--conn-id", "lint_probe"]) == 2
+        err = capsys.readouterr().err
+        assert "lint --conn-id: the target database refused a catalog query" in err
+        assert f"permission denied for schema {schema}" in err
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -43,10 +43,7 @@ def _table(rules: Sequence[Rule]) -> list[str]:
     rows = ["| code | name | phases | severity | squawk |", "|---|---|---|---|---|"]
     for rule in rules:
         squawk = ", ".join(f"`{s}`" for s in rule.squawk) or "-"
-        anchor = rule.code.lower()
-        rows.append(
-            f"| [{rule.code}](#{anchor}) | `{rule.name}` | {phases_of(rule)} | {rule.severity} | {squawk} |"
-        )
+        rows.append(f"| {rule.code} | `{rule.name}` | {phases_of(rule)} | {rule.severity} | {squawk} |")
     return rows
 
 
@@ -64,7 +61,7 @@ def _squawk_table(rules: Sequence[Rule]) -> list[str]:
 
 def _section(rule: Rule) -> list[str]:
     lines = [f"### {rule.code}", "", f"`{rule.name}` · {phases_of(rule)} · {rule.severity}", ""]
-    for paragraph in _paragraphs(rule.explanation, None):
+    for paragraph in _paragraphs(rule.explanation, 110):
         lines += [paragraph, ""]
     lines += [f"**Safe alternative:** {rule.alternative}", ""]
     if rule.squawk:
@@ -78,8 +75,9 @@ _INTRO = f"""\
 Generated from the rules' metadata (`airflow_provider_expand/engine/lint/`) by
 `python -m airflow_provider_expand.engine.lint.docs > docs/lint.md`; a test fails when they differ.
 
-`airflow-expand lint PATH...` checks every statement of a migration's SQL against its phase (expand,
-contract, rollback); the DAG's first task, `lint`, runs the same checks with the same settings.
+`airflow-expand lint PATH...` (and every DAG's first task, `lint`, with the same settings) parses each SQL
+file with pglast — PostgreSQL's own parser, never regexes — and checks every statement against its phase
+(`expand.sql`, `contract.sql`, `rollback.sql`). A finding reads `file:line: CODE message — safe alternative`.
 
 ## Running it
 
@@ -97,6 +95,29 @@ contract, rollback); the DAG's first task, `lint`, runs the same checks with the
 Exit codes: **0** clean (or warnings only, without `--strict`), **1** findings, **2** usage: a bad path,
 spec, `{CONFIG_FILE}`, format, rule code or connection.
 
+With `--conn-id`, lint reads the catalog of the target database (read-only, one query per table):
+a finding of a rule that rewrites or scans a table ends with, e.g., `; rewrites 40 GB (products,
+~12,000,000 rows)` (a rewrite counts indexes and TOAST, a scan the table alone; partitions are summed),
+and a table that expand touches but the database does not have is known to be new, as if created in
+the file. The connection's credentials stay in Airflow's store (an `AIRFLOW_CONN_...` variable, a
+secrets backend or the metadata database).
+
+## In CI and pre-commit
+
+```yaml
+# .pre-commit-config.yaml of the repository holding the migrations
+repos:
+  - repo: <the airflow-provider-expand repository>
+    rev: <a tag>
+    hooks:
+      - id: airflow-expand-lint           # installs airflow-provider-expand in its own environment
+      # - id: airflow-expand-lint-system  # or: the airflow-expand your environment has (your DAGs' version)
+```
+
+A changed `.sql` file of a migration folder lints the whole migration, so rollback knows what expand
+created. In a GitHub Actions job, `airflow-expand lint dags/migrations --format github` annotates the
+pull request; `--format sarif > lint.sarif` feeds `github/codeql-action/upload-sarif`.
+
 ## Settings: `{CONFIG_FILE}`
 
 At the root of the migrations folder (the nearest `{CONFIG_FILE}` in a migration's folder or above it,
@@ -111,11 +132,16 @@ EX504 = "warning"       # reported, but fails only `--strict`; the DAG's lint ta
 An unknown key, rule code or severity is refused (exit 2, naming the file and key). `EX001` (SQL that
 does not parse) can be neither disabled nor made a warning: such a file was not checked at all.
 
-## Allowing one statement
+## Allowing a statement
 
-`-- expand: allow CODE because <reason>` on the statement's line or the line above it allows that rule
-for that statement. A suppression without a reason does not count (`EX002`); one naming an unknown
-code is itself a finding (`EX003`).
+When a finding is safe in your case (a table created in the same expand, a tiny lookup table), say so on
+the statement's line or the line above it; a suppression without a reason does not count and is itself
+a finding (`EX002`), one naming an unknown code too (`EX003`):
+
+```sql
+-- expand: allow EX201 because shop_settings holds one row per shop (20 rows)
+CREATE INDEX shop_settings_shop_idx ON shop_settings (shop_id);
+```
 
 ## Rules
 
