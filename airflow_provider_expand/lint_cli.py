@@ -53,6 +53,11 @@ def add_lint_command(commands: Any) -> None:
     )
     lint.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     lint.add_argument(
+        "--migrations-only",
+        action="store_true",
+        help="skip SQL files outside every migration folder (pre-commit passes every changed file)",
+    )
+    lint.add_argument(
         "--conn-id",
         metavar="CONN",
         help="an Airflow connection to the target database: real table sizes and existing tables",
@@ -81,7 +86,13 @@ def _run(args: argparse.Namespace) -> int:
     if not args.paths:
         raise LintUsageError("lint: give at least one migration folder or SQL file (or --rules)")
     with _live_schema(args.conn_id) as live:
-        findings, errors, files = _lint_paths(args.paths, args.phase, live, located=args.format != "text")
+        findings, errors, files = _lint_paths(
+            args.paths,
+            args.phase,
+            live,
+            located=args.format != "text",
+            migrations_only=args.migrations_only,
+        )
     print(render(findings, args.format), end="")
     for error in errors:
         print(error, file=sys.stderr)
@@ -91,7 +102,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _lint_paths(
-    paths: list[Path], phase: Phase | None, live: LiveSchema | None, *, located: bool
+    paths: list[Path],
+    phase: Phase | None,
+    live: LiveSchema | None,
+    *,
+    located: bool,
+    migrations_only: bool = False,
 ) -> tuple[list[Finding], list[str], int]:
     """Findings, problems (exit 2) and the number of SQL files; ``located``: findings name the file as
     the repository has it (for CI tools), not as ``folder/expand.sql``."""
@@ -101,7 +117,7 @@ def _lint_paths(
     seen: set[Path] = set()
     for path in paths:
         try:
-            targets = _lint_targets(path, phase)
+            targets = _lint_targets(path, phase, migrations_only)
         except (LintUsageError, SpecError) as exc:
             errors.append(str(exc))
             continue
@@ -153,8 +169,11 @@ def _summary(findings: list[Finding], files: int, strict: bool, out: TextIO) -> 
     return OK
 
 
-def _lint_targets(path: Path, phase: Phase | None) -> list[tuple[Path, Phase | None]]:
-    """What a PATH argument means: migration folders (phase None) or one SQL file with its phase."""
+def _lint_targets(
+    path: Path, phase: Phase | None, migrations_only: bool = False
+) -> list[tuple[Path, Phase | None]]:
+    """What a PATH argument means: migration folders (phase None) or one SQL file with its phase;
+    ``migrations_only``: a SQL file outside every migration folder means nothing."""
     if path.is_dir():
         if (path / SPEC_FILE).is_file():
             return [(path, None)]
@@ -168,9 +187,22 @@ def _lint_targets(path: Path, phase: Phase | None) -> list[tuple[Path, Phase | N
         return [(path.parent, None)]
     if path.suffix.lower() != ".sql":
         raise LintUsageError(f"{path}: not a migration folder, a migration.yaml or a .sql file")
-    if phase is None and (path.parent / SPEC_FILE).is_file():
-        return [(path.parent, None)]  # a file of a migration: lint it with the others (expand's context)
+    folder = _migration_of(path) if phase is None else None
+    if folder is not None:
+        return [(folder, None)]  # a file of a migration: lint it with the others (expand's context)
+    if migrations_only:
+        return []
     return [(path, phase or _phase_of(path))]
+
+
+def _migration_of(path: Path) -> Path | None:
+    """The migration folder a file belongs to (the nearest migration.yaml above it, within the repository)."""
+    for folder in path.resolve().parents:
+        if (folder / SPEC_FILE).is_file():
+            return folder
+        if (folder / ".git").exists():
+            return None
+    return None
 
 
 def _phase_of(path: Path) -> Phase:

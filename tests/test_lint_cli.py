@@ -221,3 +221,18 @@ def test_conn_id_a_catalog_query_the_database_refuses_exits_2(
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_migrations_only_skips_sql_outside_every_migration(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loose = repo / "scripts" / "report.sql"
+    loose.parent.mkdir()
+    loose.write_text("SELECT count(*) FROM products;\n")
+    assert main(["lint", str(loose)]) == 2  # asked for by name: its phase cannot be told
+    capsys.readouterr()
+    assert main(["lint", "--migrations-only", str(loose)]) == 0
+    assert capsys.readouterr().err.strip() == "clean: 0 SQL files"
+    expand = break_expand(repo)
+    assert main(["lint", "--migrations-only", str(loose), str(expand)]) == 1
+    assert "2 finding(s) in 3 SQL files" in capsys.readouterr().err

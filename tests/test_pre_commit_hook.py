@@ -58,6 +58,8 @@ def test_the_hooks_pass_a_good_migration_and_fail_a_bad_one(
         f"repos:\n- repo: {hooks}\n  rev: {rev}\n  hooks:\n"
         "  - id: airflow-expand-lint\n  - id: airflow-expand-lint-system\n"
     )
+    (project / "scripts").mkdir()
+    (project / "scripts" / "report.sql").write_text("SELECT count(*) FROM products;\n")  # not a migration's
     git(project, "init", "-q")
 
     def run_hooks() -> subprocess.CompletedProcess[str]:

@@ -90,6 +90,7 @@ file with pglast — PostgreSQL's own parser, never regexes — and checks every
 | `--explain CODE` | the rule's explanation and safe alternative |
 | `--rules` | every rule with its code and phases |
 | `--strict` | warnings fail too |
+| `--migrations-only` | skip SQL files outside every migration folder (the pre-commit hooks pass it) |
 | `--conn-id CONN` | read table sizes and existing tables from the target database (an Airflow connection): "rewrites 40 GB" instead of "rewrites the table", and a table is known to exist rather than assumed; without it lint never connects |
 
 Exit codes: **0** clean (or warnings only, without `--strict`), **1** findings, **2** usage: a bad path,

@@ -79,7 +79,7 @@ def config_near(path: Path) -> LintConfig:
 
 
 def _cost(rule: Rule, statement: Statement, ctx: FileContext) -> str:
-    """``; rewrites 40 GB (public.products, ~12,000,000 rows)`` with a live schema, else ""."""
+    """``; rewrites 40 GB (products, ~12,000,000 rows)`` with a live schema, else ""."""
     if ctx.live is None or not rule.cost:
         return ""
     sizes = [size for rel in statement_tables(statement.node) if (size := ctx.live.table(rel)) is not None]

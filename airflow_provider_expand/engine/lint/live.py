@@ -45,7 +45,7 @@ class TableSize:
     rows: int | None
 
     def cost(self, cost: Cost) -> str:
-        """``rewrites 40 GB (public.products, ~12,000,000 rows)``, for a finding's message."""
+        """``rewrites 40 GB (products, ~12,000,000 rows)``, for a finding's message."""
         size, verb = (self.total_bytes, "rewrites") if cost == "rewrite" else (self.heap_bytes, "scans")
         rows = f", ~{self.rows:,} rows" if self.rows is not None else ""
         return f"{verb} {human_bytes(size)} ({self.name}{rows})"
