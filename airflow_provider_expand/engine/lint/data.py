@@ -125,7 +125,7 @@ WHOLE_TABLE = Rule(
         "commits; the application's writes to any of them wait, and the WAL burst lags the replicas. A "
         "backfill step does it in short batches, each its own transaction, pausing when lag grows."
     ),
-    cost="scan",
+    cost="rewrite",
 )
 MANY_ROWS = Rule(
     code="EX602",

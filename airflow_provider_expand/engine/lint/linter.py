@@ -6,6 +6,7 @@ carries what expand did into contract and rollback, and compares rollback with e
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_expand.engine.lint import (
@@ -23,8 +24,10 @@ from airflow_provider_expand.engine.lint import (
     session,
     transactions,
 )
+from airflow_provider_expand.engine.lint.config import LintConfig, config_for
 from airflow_provider_expand.engine.lint.context import FileContext, ObjectKey
 from airflow_provider_expand.engine.lint.findings import Finding, Phase, Rule
+from airflow_provider_expand.engine.lint.live import LiveSchema, statement_tables
 from airflow_provider_expand.engine.lint.operations import (
     RAW_SQL_WITHOUT_DOWN,
     missing_down,
@@ -35,6 +38,7 @@ from airflow_provider_expand.engine.lint.suppressions import Suppression, find_s
 from airflow_provider_expand.engine.statements import (
     FragmentError,
     SQLFileError,
+    Statement,
     parse_assignments,
     parse_statements,
     parse_table,
@@ -111,10 +115,32 @@ RULES: tuple[Rule, ...] = tuple(
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
 
 
-def lint_sql(text: str, source: str = "<sql>", phase: Phase = "expand") -> list[Finding]:
-    """Every finding in ``text``, the SQL of ``phase``; ``source`` names it in the findings."""
-    findings, _ = _lint(text, FileContext(phase=phase, source=source))
-    return findings
+def lint_sql(
+    text: str,
+    source: str = "<sql>",
+    phase: Phase = "expand",
+    *,
+    live: LiveSchema | None = None,
+    config: LintConfig | None = None,
+) -> list[Finding]:
+    """Every finding in ``text``, the SQL of ``phase``; ``source`` names it in the findings. ``live``
+    (the target database) adds table sizes; ``config`` (a ``lint.toml``) disables rules or changes
+    their severity."""
+    findings, _ = _lint(text, FileContext(phase=phase, source=source, live=live))
+    return config.apply(findings) if config is not None else findings
+
+
+def config_near(path: Path) -> LintConfig:
+    """The ``lint.toml`` settings for a migration folder or SQL file (the nearest one at or above it)."""
+    return config_for(path, RULES_BY_CODE)
+
+
+def _cost(rule: Rule, statement: Statement, ctx: FileContext) -> str:
+    """``; rewrites 40 GB (products, ~12,000,000 rows)`` with a live schema, else ""."""
+    if ctx.live is None or not rule.cost:
+        return ""
+    sizes = [size for rel in statement_tables(statement.node) if (size := ctx.live.table(rel)) is not None]
+    return "".join(f"; {size.cost(rule.cost)}" for size in sizes)
 
 
 def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
@@ -167,7 +193,8 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
             if rule.code in allowed.get(index, ()):
                 used.update((index, rule.code) for _ in messages[:1])
                 continue
-            findings.extend(rule.finding(source, statement.line, message) for message in messages)
+            cost = _cost(rule, statement, ctx) if messages else ""
+            findings.extend(rule.finding(source, statement.line, message + cost) for message in messages)
         ctx.observe(statement)
     findings.extend(_unused(placed, used, source))
     return sorted(findings), ctx
@@ -190,10 +217,17 @@ def _unused(
                 )
 
 
-def lint_migration(spec: MigrationSpec) -> list[Finding]:
+def lint_migration(
+    spec: MigrationSpec, *, live: LiveSchema | None = None, config: LintConfig | None = None
+) -> list[Finding]:
     """Lint every SQL file of a migration against its phase, carrying what expand did into the others:
     contract may validate a CHECK that expand added NOT VALID, and must keep what the new code reads;
-    rollback may drop what expand created, and must undo all of it."""
+    rollback may drop what expand created, and must undo all of it.
+
+    The settings are the ``lint.toml`` nearest the folder unless ``config`` is given (the CLI and the
+    DAG's lint task both come here, so they read the same file); ``live`` adds table sizes."""
+    if config is None:
+        config = config_near(spec.folder)
     findings: list[Finding] = []
     expand_ctx: FileContext | None = None
     rollback_ctx: FileContext | None = None
@@ -207,7 +241,7 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
         if expand_ctx is not None:
             ctx = expand_ctx.carried_into(phase, source)
         else:
-            ctx = FileContext(phase=phase, source=source)
+            ctx = FileContext(phase=phase, source=source, live=live)
         if phase == "rollback":
             ctx.expand_created = _expand_created(spec, expand_ctx)
         elif phase == "contract":
@@ -221,7 +255,7 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
     if rollback_ctx is not None and spec.migrator is None:
         findings.extend(_rollback_findings(spec, expand_ctx, rollback_ctx))
     findings.extend(lint_operations(_operations(spec), f"{spec.folder.name}/migration.yaml"))
-    return sorted(findings)
+    return config.apply(sorted(findings))
 
 
 def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:

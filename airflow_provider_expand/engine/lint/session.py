@@ -195,13 +195,14 @@ TIMEOUT_OVERRIDE = Rule(
     alternative="remove it: set lock_timeout (and statement_timeout) in migration.yaml; the runner applies "
     "them to every statement, with retries on lock timeouts",
     check=_timeouts,
-    explanation=(
-        "Other linters ask each file to SET lock_timeout and statement_timeout. Here the runner sets "
-        "them itself, from migration.yaml, before every statement, and retries a statement whose lock "
-        "wait timed out; idle_in_transaction_session_timeout frees the locks of a vanished worker. A "
-        "file that sets or resets them (SET, SET LOCAL, RESET, RESET ALL, DISCARD ALL, set_config(), "
-        "also inside a DO block) is refused instead."
-    ),
+    explanation="""Timeouts belong to the runner. Other linters ask each file to SET lock_timeout and
+    statement_timeout; here each statement runs under the runner's lock_timeout, statement_timeout (if
+    set) and idle_in_transaction_session_timeout, from migration.yaml, re-asserted before every
+    statement, with retries when a lock wait times out. So a SET lock_timeout = 0 in a file could only
+    affect the statement that sets it; this rule refuses it anyway, and also RESET, RESET ALL, DISCARD
+    ALL and set_config(...) of those settings anywhere in a statement, and the same inside a PL/pgSQL
+    DO block, including the string constants it EXECUTEs. Set lock_timeout and statement_timeout in
+    migration.yaml.""",
     squawk=("require-timeout-settings", "require-lock-timeout", "require-statement-timeout"),
 )
 ROLE_SWITCH = Rule(
@@ -210,10 +211,9 @@ ROLE_SWITCH = Rule(
     alternative="remove it: run the migration as the intended role (the login of postgres_conn_id), or "
     "grant what is needed to that role beforehand",
     check=_roles,
-    explanation=(
-        "SET ROLE and SET SESSION AUTHORIZATION change who owns what the rest of the phase creates and "
-        "which privileges it runs with, neither of which preflight checked."
-    ),
+    explanation="""SET ROLE and SET SESSION AUTHORIZATION (also inside a DO block) would run the rest
+    of the migration, and the runner's own ledger writes, as someone else than the connection's login:
+    what it creates gets another owner, and its privileges are not the ones preflight checked.""",
 )
 
 RULES = (TIMEOUT_OVERRIDE, ROLE_SWITCH)
