@@ -141,7 +141,9 @@ def test_explain_prints_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_changed_sql_file_lints_its_whole_migration(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """As pre-commit passes it: rollback.sql alone would not know what expand created."""
     folder = repo / "migrations" / EXAMPLE.name
-    (folder / "rollback.sql").write_text((folder / "rollback.sql").read_text() + "\nDROP TABLE IF EXISTS customers;\n")
+    (folder / "rollback.sql").write_text(
+        (folder / "rollback.sql").read_text() + "\nDROP TABLE IF EXISTS customers;\n"
+    )
     assert main(["lint", str(folder / "rollback.sql"), str(folder / "expand.sql")]) == 1
     out, err = capsys.readouterr()
     assert "rollback.sql" in out and "EX104" in out
