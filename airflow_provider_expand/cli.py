@@ -3,6 +3,7 @@ migration stands from the ledger of its target database. No Airflow import unles
 given to ``status`` (a DSN works without Airflow).
 
 Exit codes: 0 fine, 1 findings (lint) or nothing recorded (status), 2 usage, spec or connection errors.
+The ``lint`` command lives in :mod:`airflow_provider_expand.lint_cli`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from airflow_provider_expand.engine.ledger.store import (
     MigrationRecord,
     StepRecord,
 )
-from airflow_provider_expand.engine.lint import PHASES, RULES, Finding, Phase, lint_migration, lint_sql
+from airflow_provider_expand.lint_cli import FINDINGS, OK, USAGE, add_lint_command
 from airflow_provider_expand.scaffold import ScaffoldError, scaffold_migration
-from airflow_provider_expand.spec import SPEC_FILE, SpecError, find_migrations, load_migration
-
-OK, FINDINGS, USAGE = 0, 1, 2
+from airflow_provider_expand.spec import SPEC_FILE, SpecError
 
 
 class UsageError(Exception):
@@ -54,17 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    lint = commands.add_parser(
-        "lint",
-        help="check migration folders or SQL files against their phase",
-        description="Exit 0 when clean, 1 with findings, 2 for a bad path or spec.",
-    )
-    lint.add_argument(
-        "paths", nargs="*", type=Path, metavar="PATH", help="migration folders, roots or SQL files"
-    )
-    lint.add_argument("--phase", choices=PHASES, help="phase of SQL files whose name does not tell it")
-    lint.add_argument("--rules", action="store_true", help="list the rules and their codes, then exit")
-    lint.set_defaults(handler=_lint)
+    add_lint_command(commands)
 
     new = commands.add_parser("new", help="scaffold a migration folder that lints clean")
     new.add_argument("name", help="the migration id ([a-z0-9_]+), also the folder and DAG name")
@@ -102,96 +91,6 @@ def _plan(args: argparse.Namespace) -> int:
     for number, step in enumerate(steps, 1):
         print(f"{number:>3}. {step}")
     return OK
-
-
-# -- lint ------------------------------------------------------------------------------------------
-
-
-def _lint(args: argparse.Namespace) -> int:
-    if args.rules:
-        _print_rules(sys.stdout)
-        return OK
-    if not args.paths:
-        raise UsageError("lint: give at least one migration folder or SQL file (or --rules)")
-    findings: list[Finding] = []
-    errors: list[str] = []
-    files = 0
-    for path in args.paths:
-        try:
-            targets = _lint_targets(path, args.phase)
-        except (UsageError, SpecError) as exc:
-            errors.append(str(exc))
-            continue
-        for target, phase in targets:
-            if phase is None:
-                try:
-                    spec = load_migration(target)
-                except SpecError as exc:
-                    errors.append(str(exc))
-                    continue
-                files += len(spec.sql_files())
-                findings.extend(lint_migration(spec))
-            else:
-                files += 1
-                findings.extend(_lint_file(target, phase))
-    for finding in findings:
-        print(finding)
-    for error in errors:
-        print(error, file=sys.stderr)
-    if errors:
-        return USAGE
-    noun = "file" if files == 1 else "files"
-    if findings:
-        print(f"{len(findings)} finding(s) in {files} SQL {noun}", file=sys.stderr)
-        return FINDINGS
-    print(f"clean: {files} SQL {noun}", file=sys.stderr)
-    return OK
-
-
-def _lint_targets(path: Path, phase: Phase | None) -> list[tuple[Path, Phase | None]]:
-    """What a PATH argument means: migration folders (phase None) or one SQL file with its phase."""
-    if path.is_dir():
-        if (path / SPEC_FILE).is_file():
-            return [(path, None)]
-        folders = find_migrations(path)
-        if not folders:
-            raise UsageError(f"{path}: no {SPEC_FILE} in it or below it")
-        return [(folder, None) for folder in folders]
-    if not path.exists():
-        raise UsageError(f"{path}: no such file or folder")
-    if path.name == SPEC_FILE:
-        return [(path.parent, None)]
-    if path.suffix.lower() != ".sql":
-        raise UsageError(f"{path}: not a migration folder, a migration.yaml or a .sql file")
-    return [(path, phase or _phase_of(path))]
-
-
-def _phase_of(path: Path) -> Phase:
-    named = [p for p in PHASES if p in path.stem.lower()]
-    if len(named) != 1:
-        raise UsageError(
-            f"{path}: cannot tell its phase from the name; pass --phase expand|contract|rollback"
-        )
-    return named[0]
-
-
-def _lint_file(path: Path, phase: Phase) -> list[Finding]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot be read: {exc}") from exc
-    return lint_sql(text, str(path), phase)
-
-
-def _print_rules(out: TextIO) -> None:
-    for rule in RULES:
-        phases = (
-            "all phases"
-            if len(rule.phases) == len(PHASES)
-            else ", ".join(p for p in PHASES if p in rule.phases)
-        )
-        print(f"{rule.code}  {rule.name:<30} {phases}", file=out)
-        print(f"       safe alternative: {rule.alternative}", file=out)
 
 
 # -- new -------------------------------------------------------------------------------------------

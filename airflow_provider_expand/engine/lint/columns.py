@@ -136,6 +136,7 @@ REWRITING_DEFAULT = Rule(
     "add-column-rewrite",
     "add it without the default, SET DEFAULT for new rows, and fill the existing rows in a backfill step",
     _rewriting_default,
+    cost="rewrite",
 )
 TYPE_CHANGE = Rule(
     "EX303",
@@ -143,6 +144,7 @@ TYPE_CHANGE = Rule(
     "add a new column of the new type, keep it in sync with a trigger, backfill, switch the code, "
     "drop the old column in contract",
     _type_change,
+    cost="rewrite",
 )
 SET_NOT_NULL = Rule(
     "EX304",
@@ -150,6 +152,7 @@ SET_NOT_NULL = Rule(
     "first ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID (in expand), then VALIDATE CONSTRAINT c, "
     "then SET NOT NULL",
     _set_not_null,
+    cost="scan",
 )
 
 RULES = (ADD_NOT_NULL, REWRITING_DEFAULT, TYPE_CHANGE, SET_NOT_NULL)

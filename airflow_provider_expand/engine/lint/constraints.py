@@ -67,18 +67,21 @@ FOREIGN_KEY = Rule(
     "foreign-key-validating",
     "ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in a later statement",
     _foreign_key,
+    cost="scan",
 )
 CHECK = Rule(
     "EX402",
     "check-validating",
     "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later statement",
     _check,
+    cost="scan",
 )
 INDEX_BACKED = Rule(
     "EX403",
     "constraint-builds-index",
     "CREATE UNIQUE INDEX CONCURRENTLY first (indexes: in migration.yaml), then ADD CONSTRAINT ... USING INDEX",
     _index_backed,
+    cost="scan",
 )
 
 RULES = (FOREIGN_KEY, CHECK, INDEX_BACKED)

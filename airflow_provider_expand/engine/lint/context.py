@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pglast import ast
 from pglast.enums import (
@@ -20,6 +21,9 @@ from pglast.enums import (
 
 from airflow_provider_expand.engine.lint.findings import Phase
 from airflow_provider_expand.engine.statements import Statement
+
+if TYPE_CHECKING:
+    from airflow_provider_expand.engine.lint.live import LiveSchema
 
 ObjectKey = tuple[str, str]
 """``(kind, name)``: ``("relation", "products")``, ``("column", "products.name")``, ``("index", ...)``."""
@@ -108,10 +112,18 @@ class FileContext:
     in_transaction_block: bool = False
     expand_created: frozenset[ObjectKey] | None = None
     """For rollback: what expand (and the index steps) created, when expand is SQL; None when unknown."""
+    live: LiveSchema | None = None
+    """The target database (``lint --conn-id``): which tables exist and how big they are; None offline."""
 
     def is_new_table(self, relation: ast.RangeVar | None) -> bool:
-        """True for a table created earlier in this file: it is empty, so locks and scans cost nothing."""
-        return relation is not None and ("relation", table_name(relation)) in self.created
+        """True for a table created earlier in this file: it is empty, so locks and scans cost nothing.
+        With a live schema, a table expand touches that the target database does not have is new too
+        (known, where offline it is assumed to exist); in contract and rollback expand has created it."""
+        if relation is None:
+            return False
+        if ("relation", table_name(relation)) in self.created:
+            return True
+        return self.live is not None and self.phase == "expand" and not self.live.exists(relation)
 
     def has_validated_not_null(self, table: str, column: str) -> bool:
         return (table, column) in self.validated_not_null
@@ -198,4 +210,5 @@ class FileContext:
             source=source,
             not_null_checks={k: set(v) for k, v in self.not_null_checks.items()},
             validated_not_null=set(self.validated_not_null),
+            live=self.live,
         )

@@ -32,6 +32,7 @@ WHOLE_TABLE = Rule(
     "whole-table-dml",
     "move it to backfill: in migration.yaml (short batches, SKIP LOCKED, resumable)",
     _whole_table,
+    cost="rewrite",
 )
 
 RULES = (WHOLE_TABLE,)

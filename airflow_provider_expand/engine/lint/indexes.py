@@ -43,8 +43,17 @@ CREATE_INDEX = Rule(
     "CREATE INDEX CONCURRENTLY IF NOT EXISTS (the runner rebuilds it if it is left invalid), or list it "
     "under indexes: in migration.yaml (built concurrently, checked valid)",
     _create_index,
+    cost="scan",
+    explanation="""A plain CREATE INDEX holds a SHARE lock on the table for the whole build: reads go
+    on, every write waits. An index on a table created earlier in the same file is fine (it is empty).
+
+    CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS is the recommended form. After every concurrent
+    build the runner reads pg_index.indisvalid of that index and drops (DROP INDEX CONCURRENTLY) and
+    rebuilds an invalid one, also one left before the run that IF NOT EXISTS alone would accept. A
+    retried build whose index already exists and is valid on the same table (a crash between the
+    build and its checkpoint) counts as applied, with or without IF NOT EXISTS.""",
 )
 DROP_INDEX = Rule("EX202", "drop-index-blocking", "DROP INDEX CONCURRENTLY", _drop_index)
-REINDEX = Rule("EX203", "reindex-blocking", "REINDEX (CONCURRENTLY) ...", _reindex)
+REINDEX = Rule("EX203", "reindex-blocking", "REINDEX (CONCURRENTLY) ...", _reindex, cost="scan")
 
 RULES = (CREATE_INDEX, DROP_INDEX, REINDEX)

@@ -4,6 +4,7 @@ earlier statements created), and applies the ``-- expand: allow`` suppressions.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_provider_expand.engine.lint import (
@@ -16,10 +17,12 @@ from airflow_provider_expand.engine.lint import (
     session,
     transactions,
 )
+from airflow_provider_expand.engine.lint.config import LintConfig, config_for
 from airflow_provider_expand.engine.lint.context import FileContext, ObjectKey
 from airflow_provider_expand.engine.lint.findings import Finding, Phase, Rule
+from airflow_provider_expand.engine.lint.live import LiveSchema, statement_tables
 from airflow_provider_expand.engine.lint.suppressions import find_suppressions, target_of
-from airflow_provider_expand.engine.statements import SQLFileError, parse_statements
+from airflow_provider_expand.engine.statements import SQLFileError, Statement, parse_statements
 
 if TYPE_CHECKING:
     from airflow_provider_expand.spec import MigrationSpec
@@ -55,10 +58,32 @@ RULES: tuple[Rule, ...] = (SYNTAX, NO_REASON, BAD_SUPPRESSION, *CHECKED_RULES)
 RULES_BY_CODE: dict[str, Rule] = {rule.code: rule for rule in RULES}
 
 
-def lint_sql(text: str, source: str = "<sql>", phase: Phase = "expand") -> list[Finding]:
-    """Every finding in ``text``, the SQL of ``phase``; ``source`` names it in the findings."""
-    findings, _ = _lint(text, FileContext(phase=phase, source=source))
-    return findings
+def lint_sql(
+    text: str,
+    source: str = "<sql>",
+    phase: Phase = "expand",
+    *,
+    live: LiveSchema | None = None,
+    config: LintConfig | None = None,
+) -> list[Finding]:
+    """Every finding in ``text``, the SQL of ``phase``; ``source`` names it in the findings. ``live``
+    (the target database) adds table sizes; ``config`` (a ``lint.toml``) disables rules or changes
+    their severity."""
+    findings, _ = _lint(text, FileContext(phase=phase, source=source, live=live))
+    return config.apply(findings) if config is not None else findings
+
+
+def config_near(path: Path) -> LintConfig:
+    """The ``lint.toml`` settings for a migration folder or SQL file (the nearest one at or above it)."""
+    return config_for(path, RULES_BY_CODE)
+
+
+def _cost(rule: Rule, statement: Statement, ctx: FileContext) -> str:
+    """``; rewrites 40 GB (products, ~12,000,000 rows)`` with a live schema, else ""."""
+    if ctx.live is None or not rule.cost:
+        return ""
+    sizes = [size for rel in statement_tables(statement.node) if (size := ctx.live.table(rel)) is not None]
+    return "".join(f"; {size.cost(rule.cost)}" for size in sizes)
 
 
 def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
@@ -99,16 +124,23 @@ def _lint(text: str, ctx: FileContext) -> tuple[list[Finding], FileContext]:
         for rule in CHECKED_RULES:
             if ctx.phase not in rule.phases or rule.check is None or rule.code in allowed.get(index, ()):
                 continue
-            findings.extend(
-                rule.finding(source, statement.line, message) for message in rule.check(statement, ctx)
-            )
+            messages = list(rule.check(statement, ctx))
+            cost = _cost(rule, statement, ctx) if messages else ""
+            findings.extend(rule.finding(source, statement.line, message + cost) for message in messages)
         ctx.observe(statement)
     return sorted(findings), ctx
 
 
-def lint_migration(spec: MigrationSpec) -> list[Finding]:
+def lint_migration(
+    spec: MigrationSpec, *, live: LiveSchema | None = None, config: LintConfig | None = None
+) -> list[Finding]:
     """Lint every SQL file of a migration against its phase, carrying what expand did into the others:
-    contract may validate a CHECK that expand added NOT VALID; rollback may drop what expand created."""
+    contract may validate a CHECK that expand added NOT VALID; rollback may drop what expand created.
+
+    The settings are the ``lint.toml`` nearest the folder unless ``config`` is given (the CLI and the
+    DAG's lint task both come here, so they read the same file); ``live`` adds table sizes."""
+    if config is None:
+        config = config_near(spec.folder)
     findings: list[Finding] = []
     expand_ctx: FileContext | None = None
     for phase, path in spec.sql_files().items():
@@ -121,14 +153,14 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
         if expand_ctx is not None:
             ctx = expand_ctx.carried_into(phase, source)
         else:
-            ctx = FileContext(phase=phase, source=source)
+            ctx = FileContext(phase=phase, source=source, live=live)
         if phase == "rollback":
             ctx.expand_created = _expand_created(spec, expand_ctx)
         file_findings, ctx = _lint(text, ctx)
         findings.extend(file_findings)
         if phase == "expand":
             expand_ctx = ctx
-    return findings
+    return config.apply(findings)
 
 
 def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:

@@ -67,9 +67,14 @@ VACUUM_FULL = Rule(
     "vacuum-full",
     "plain VACUUM (or pg_repack, which rebuilds online) outside the migration",
     _vacuum_full,
+    cost="rewrite",
 )
 CLUSTER = Rule(
-    "EX502", "cluster", "pg_repack --order-by, which reorders online, outside the migration", _cluster
+    "EX502",
+    "cluster",
+    "pg_repack --order-by, which reorders online, outside the migration",
+    _cluster,
+    cost="rewrite",
 )
 LOCK_TABLE = Rule(
     "EX503",
@@ -82,6 +87,7 @@ REWRITE = Rule(
     "table-rewrite",
     "do it in a maintenance window, or build a new table and move to it the expand/contract way",
     _rewrite,
+    cost="rewrite",
 )
 
 RULES = (VACUUM_FULL, CLUSTER, LOCK_TABLE, REWRITE)

@@ -174,6 +174,12 @@ TIMEOUT_OVERRIDE = Rule(
     "remove it: set lock_timeout (and statement_timeout) in migration.yaml; the runner applies them to "
     "every statement, with retries on lock timeouts",
     _timeouts,
+    explanation="""Timeouts belong to the runner. Each statement runs under the runner's lock_timeout,
+    statement_timeout (if set) and idle_in_transaction_session_timeout, re-asserted before every
+    statement, so a SET lock_timeout = 0 in a file could only affect the statement that sets it; this
+    rule refuses it anyway, and also RESET, RESET ALL, DISCARD ALL and set_config(...) of those
+    settings anywhere in a statement, and the same inside a PL/pgSQL DO block, including the string
+    constants it EXECUTEs. Set lock_timeout and statement_timeout in migration.yaml.""",
 )
 ROLE_SWITCH = Rule(
     "EX802",
@@ -181,6 +187,8 @@ ROLE_SWITCH = Rule(
     "remove it: run the migration as the intended role (the login of postgres_conn_id), or grant what "
     "is needed to that role beforehand",
     _roles,
+    explanation="""SET ROLE and SET SESSION AUTHORIZATION (also inside a DO block) would run the rest
+    of the migration, and the runner's own ledger writes, as someone else than the connection's login.""",
 )
 
 RULES = (TIMEOUT_OVERRIDE, ROLE_SWITCH)
