@@ -107,8 +107,13 @@ def test_s3_round_trip_dump_freshness_restore(
 
     products.execute("DELETE FROM products WHERE id > 10")
     dbname = products.info.dbname
-    PgRestoreOperator(task_id="restore", postgres_conn_id="app_db", dump_path=where, confirm=dbname).execute({})
-    assert products.execute("SELECT count(*), sum(id) FROM products").fetchone() == (20000, 20000 * 20001 // 2)
+    PgRestoreOperator(task_id="restore", postgres_conn_id="app_db", dump_path=where, confirm=dbname).execute(
+        {}
+    )
+    assert products.execute("SELECT count(*), sum(id) FROM products").fetchone() == (
+        20000,
+        20000 * 20001 // 2,
+    )
 
 
 def test_s3_stale_truncated_and_unreadable_backups_are_refused(
@@ -144,11 +149,15 @@ def test_an_unknown_connection_is_named_and_nothing_is_written(
     with pytest.raises(BackupLocationError, match=expected):
         _sensor(url).poke({})
     assert _keys(moto_endpoint, bucket) == []
-    with pytest.raises(BackupLocationError, match=r"backup.directory nosuch://x/y: no object storage for scheme"):
+    with pytest.raises(
+        BackupLocationError, match=r"backup.directory nosuch://x/y: no object storage for scheme"
+    ):
         _sensor("nosuch://x/y").poke({})
 
 
-def test_a_file_url_is_private_and_judged_from_the_stream(products: psycopg.Connection, tmp_path: Path) -> None:
+def test_a_file_url_is_private_and_judged_from_the_stream(
+    products: psycopg.Connection, tmp_path: Path
+) -> None:
     url = f"file://{tmp_path}"
     where = PgDumpOperator(task_id="dump", postgres_conn_id="app_db", directory=url).execute({})
     path = Path(where.removeprefix("file://"))
