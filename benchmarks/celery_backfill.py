@@ -134,13 +134,13 @@ def main() -> None:
         f"{args.rows:,} rows, {args.partitions} partitions, {args.concurrency} slots per worker, "
         f"heartbeat timeout {HEARTBEAT_TIMEOUT} s, retry_delay 1 s\n"
     )
-    one = _scenario(args, workers=1, kill=False)
-    two = _scenario(args, workers=2, kill=False)
-    killed = _scenario(args, workers=2, kill=True)
     print("| scenario | backfill wall time | rows/s | death -> resumed |")
-    print("|---|---|---|---|")
-    print(f"| 1 worker | {one['seconds']:.1f} s | {one['rows_per_s']:,.0f} | |")
-    print(f"| 2 workers | {two['seconds']:.1f} s | {two['rows_per_s']:,.0f} | |")
+    print("|---|---|---|---|", flush=True)
+    one = _scenario(args, workers=1, kill=False)
+    print(f"| 1 worker | {one['seconds']:.1f} s | {one['rows_per_s']:,.0f} | |", flush=True)
+    two = _scenario(args, workers=2, kill=False)
+    print(f"| 2 workers | {two['seconds']:.1f} s | {two['rows_per_s']:,.0f} | |", flush=True)
+    killed = _scenario(args, workers=2, kill=True)
     print(
         f"| 2 workers, worker 2 SIGKILLed | {killed['seconds']:.1f} s | {killed['rows_per_s']:,.0f} "
         f"| {killed['resume_s']:.1f} s |"

@@ -56,14 +56,21 @@ class CeleryStack:
     metadata_dsn: str
     components: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
 
     def authorize(self) -> None:
         token = self.client.get(f"{self.url}/auth/token").raise_for_status().json()["access_token"]
         self.client.headers["Authorization"] = f"Bearer {token}"
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.client.request(method, f"{self.url}/api/v2{path}", **kwargs)
+        """One REST call; a timeout is tried again (an api-server on a saturated machine can stall)."""
+        for attempt in range(4):
+            try:
+                response = self.client.request(method, f"{self.url}/api/v2{path}", **kwargs)
+                break
+            except httpx.TimeoutException:
+                if attempt == 3 or method not in ("GET", "PATCH"):
+                    raise
         assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 

@@ -20,10 +20,13 @@ import psycopg
 import pytest
 from airflow.sdk import PokeReturnValue
 
+from airflow_provider_expand.dag_factory import build_migration_dags
+from airflow_provider_expand.engine.backup.store import BackupDirectoryError
 from airflow_provider_expand.hooks.backup_store import BackupLocationError
 from airflow_provider_expand.operators.backup import PgDumpOperator, PgRestoreOperator
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
 from tests.conftest import _free_port
+from tests.dags.harness import copy_migration
 
 CONN_ID = "expand_backups_s3"
 KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -168,3 +171,24 @@ def test_a_file_url_is_private_and_judged_from_the_stream(
     missing = f"file://{tmp_path}/missing"
     with pytest.raises(Exception, match=rf"backup.directory {missing} does not exist"):
         _sensor(missing).poke({})
+
+
+def test_a_missing_bucket_is_named(bucket: str) -> None:
+    url = f"s3://{CONN_ID}@{bucket}-missing/dumps"
+    with pytest.raises(
+        BackupDirectoryError, match=rf"backup.directory {url}: bucket '{bucket}-missing' does not"
+    ):
+        _sensor(url).poke({})
+
+
+def test_a_spec_with_an_s3_directory_builds_the_dags_with_urls(tmp_path: Path) -> None:
+    url = f"s3://{CONN_ID}@acme-backups/shop/"
+    folder = copy_migration(tmp_path, "s3_backup", backup={"directory": url, "take": True})
+    dags = build_migration_dags(folder.parent)
+    dump = dags["s3_backup"].get_task("backup.dump")
+    assert isinstance(dump, PgDumpOperator) and dump.directory == url
+    restore = dags["restore_from_backup__s3_backup"].get_task("restore")
+    assert isinstance(restore, PgRestoreOperator)
+    assert restore.dump_path == "s3://expand_backups_s3@acme-backups/shop/{{ params.dump_file }}"
+    # the preflight's disk-space check is for local directories only
+    assert dags["s3_backup"].get_task("preflight").backup_directory == url  # type: ignore[attr-defined]
