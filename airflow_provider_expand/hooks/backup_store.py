@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook, ObjectStoragePath
@@ -72,20 +72,17 @@ class ObjectStorageDirectory:
             raise self._failed("cannot reach the store", exc) from exc
 
     def find(self, pattern: str) -> list[StoredFile]:
-        found: list[StoredFile] = []
+        fs = self.root.fs
         try:
-            self.root.fs.invalidate_cache()  # a listing cached by s3fs would hide a backup taken since
-            if not self.root.exists():
+            fs.invalidate_cache()  # a listing cached by s3fs would hide a backup taken since the last poke
+            try:
+                entries = fs.ls(self.root.path, detail=True)  # one request, sizes and times included
+            except FileNotFoundError:  # an empty prefix: no backup yet
                 return []
-            for entry in self.root.iterdir():
-                if not matches(entry.name, pattern):
-                    continue
-                info = entry.stat()
-                modified = dt.datetime.fromtimestamp(float(info.st_mtime), dt.UTC)
-                found.append(StoredFile(entry.name, modified, regular=info.get("type") == "file"))
+            found = [_stored(entry) for entry in entries]
         except Exception as exc:
             raise self._failed("cannot list the backups", exc) from exc
-        return found
+        return [f for f in found if matches(f.name, pattern)]
 
     @contextlib.contextmanager
     def open_read(self, name: str) -> Iterator[BinaryIO]:
@@ -126,6 +123,16 @@ class ObjectStorageDirectory:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.root / name).unlink()
+
+
+def _stored(entry: dict[str, Any]) -> StoredFile:
+    """A listing entry as the engine sees it: local filesystems say ``mtime``, S3 ``LastModified``."""
+    name = str(entry["name"]).rstrip("/").rpartition("/")[2]
+    if "mtime" in entry:
+        modified = dt.datetime.fromtimestamp(float(entry["mtime"]), dt.UTC)
+    else:
+        modified = entry["LastModified"].astimezone(dt.UTC)
+    return StoredFile(name, modified, regular=entry.get("type") == "file")
 
 
 def _check_connection(url: str, conn_id: str) -> None:
