@@ -3,7 +3,7 @@ worker`` processes, a PostgreSQL metadata DB of its own on the test server, and 
 the Celery broker. Used by tests/distributed and by benchmarks/celery_backfill.py.
 
 Every process runs in a session of its own and is stopped by its pid (the api-server leaves the process
-group it was started in, FACTS.md), a worker by its whole group (what it forked runs the tasks).
+group it was started in, FACTS.md), and so is everything it forked (a task runner has a group of its own).
 """
 
 from __future__ import annotations
@@ -137,26 +137,27 @@ class CeleryStack:
         )
 
     def stop(self) -> None:
-        """SIGTERM every process by pid (and a worker's group), then SIGKILL what is still there."""
+        """SIGTERM every process by pid, then SIGKILL it and whatever it forked that is still there (a task
+        runner sits in a process group of its own, the api-server leaves the one it was started in)."""
         self.client.close()
         processes = list(self.components.values()) + [w.process for w in self.workers.values()]
+        family: list[psutil.Process] = []
         for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                family += psutil.Process(process.pid).children(recursive=True)
             if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()
-        for worker in self.workers.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.process.pid, signal.SIGTERM)
+                process.terminate()
         deadline = time.monotonic() + 20
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(deadline - time.monotonic(), 0.1))
-            # what a component forked (a scheduler's executor, a worker's task processes) may outlive it
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
             if process.poll() is None:
                 process.kill()
             process.wait()
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(family, timeout=10)
 
 
 def _redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
