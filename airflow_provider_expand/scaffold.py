@@ -24,7 +24,7 @@ preflight:
   max_transaction_age: 5m            # wait while a transaction older than this runs
   wait: 10m
 # backup:
-#   directory: /var/backups/postgres
+#   directory: /var/backups/postgres   # or s3://<aws_conn_id>@<bucket>/<prefix>: every worker reads it
 #   pattern: "pre_migration_*.dump"
 #   max_age: 1h
 #   take: true

@@ -315,6 +315,10 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
         ("verify:\n  - {name: x, sql: DELETE FROM t, expect: 0}", "verify[0].sql: must be one SELECT"),
         ("queues: {names: ['sync*']}\nredis_conn_id: r", "queues.names[0]: 'sync*' is not a queue name"),
         ("backup: {directory: backups}", "backup.directory: 'backups' must be an absolute path"),
+        (
+            "backup: {directory: 's3://conn@/x'}",
+            "backup.directory: 's3://conn@/x': an object storage URL names its",
+        ),
         ("deploy: {container: w, image: i, health_url: 'localhost:65000/health'}", "deploy.health_url: "),
         ("contract: expand.sql", "expand and contract both name expand.sql"),
         ("contract_window: '02:00-05:00'", "contract_window: there is no contract to schedule"),

@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
+from airflow_provider_expand.engine.backup.store import is_url
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
 from airflow_provider_expand.engine.soak import ContractWindow
 from airflow_provider_expand.spec.checks import STRICT, VerifySpec
@@ -45,7 +47,8 @@ class PreflightSpec(_Strict):
 class BackupSpec(_Strict):
     """A fresh, readable dump before anything changes ('Verificare Backup')."""
 
-    directory: Path
+    # an absolute path, or an Airflow object storage URL (s3://<conn_id>@bucket/prefix) every worker reads
+    directory: str
     pattern: str = "pre_migration_*.dump"
     max_age: PositiveDuration = dt.timedelta(hours=1)
     take: bool = False
@@ -53,9 +56,18 @@ class BackupSpec(_Strict):
 
     @field_validator("directory")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
-            raise ValueError(f"{str(value)!r} must be an absolute path (workers run in other directories)")
+    def _absolute(cls, value: str) -> str:
+        if is_url(value):
+            if not urlsplit(value).netloc.rpartition("@")[2]:
+                raise ValueError(
+                    f"{value!r}: an object storage URL names its bucket (s3://conn_id@bucket/path)"
+                )
+            return value
+        if not Path(value).is_absolute():
+            raise ValueError(
+                f"{value!r} must be an absolute path (workers run in other directories) or an object "
+                "storage URL such as s3://conn_id@bucket/path"
+            )
         return value
 
     @field_validator("pattern")
