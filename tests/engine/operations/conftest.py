@@ -60,7 +60,8 @@ def reference_dsn(pg_server_dsn: str) -> Iterator[str]:
 
 
 def dump_schema(dsn: str) -> str:
-    """``pg_dump -s -n public`` without the lines that differ between two databases of the same schema."""
+    """``pg_dump -s -n public`` without the lines that differ between two databases of the same schema,
+    its statements sorted (pg_dump orders some objects by OID, i.e. by creation order)."""
     out = subprocess.run(
         ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "-n", "public", "-d", dsn],
         check=True,
@@ -72,7 +73,8 @@ def dump_schema(dsn: str) -> str:
         for line in out.splitlines()
         if line.strip() and not line.startswith("--") and not re.match(r"^(SET|SELECT pg_catalog|\\restrict|\\unrestrict)", line)
     ]
-    return "\n".join(lines)
+    statements = "\n".join(lines).split(";\n")
+    return ";\n".join(sorted(s.strip() for s in statements))
 
 
 def build(dsn: str, sql_text: str) -> None:
@@ -104,7 +106,8 @@ class Migration:
         return parse_operations(self.operations)
 
     def plan(self) -> MigrationPlan:
-        plan = migration_plan(self.connect, self.entries(), self.ctx, ledger_schema=LEDGER)
+        # the snapshot once the expand took it, the catalog before
+        plan = migration_plan(self.connect, self.entries(), self.ctx, ledger_schema=LEDGER, dry_run=True)
         assert plan is not None
         return plan
 
