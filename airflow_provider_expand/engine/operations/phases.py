@@ -47,11 +47,15 @@ def migration_plan(
     with closing(connect()) as conn:
         conn.autocommit = True
         model = snapshot.load(conn, ledger_schema, ctx.migration_id)
-        if model is None and dry_run:
-            model = read_schema(conn, ctx.schema)
-        elif model is None and take:
-            model = snapshot.take(conn, ledger_schema, ctx.migration_id, ctx.schema)
-    return None if model is None else plan_migration(operations, model, ctx)
+        if model is not None:
+            return plan_migration(operations, model, ctx)
+        if not (dry_run or take):
+            return None
+        model = read_schema(conn, ctx.schema)
+        plan = plan_migration(operations, model, ctx)  # bad input fails here, before anything is stored
+        if dry_run:
+            return plan
+        return plan_migration(build_operations(entries, ctx), snapshot.store(conn, ledger_schema, ctx.migration_id, model), ctx)
 
 
 def run_operations_phase(
