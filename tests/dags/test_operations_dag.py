@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from psycopg import sql
 
 from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import install_dag_file, run_dag, states
-from tests.engine.operations.conftest import build, dump_schema, reference_dsn  # noqa: F401 - the fixture
+from tests.engine.operations.conftest import build, dump_schema, fresh_database
 
 BEFORE = """
 CREATE TABLE products (id bigserial PRIMARY KEY, title text NOT NULL, price int NOT NULL DEFAULT 0,
@@ -42,8 +43,11 @@ OPERATIONS = [
             "name": "reviews",
             "columns": [
                 {"name": "id", "type": "bigserial", "pk": True},
-                {"name": "product_id", "type": "bigint",
-                 "references": {"name": "fk_review_product", "table": "products", "column": "id"}},
+                {
+                    "name": "product_id",
+                    "type": "bigint",
+                    "references": {"name": "fk_review_product", "table": "products", "column": "id"},
+                },
                 {"name": "body", "type": "text", "nullable": True},
             ],
         }
@@ -101,7 +105,9 @@ class _Writer(threading.Thread):
                         if not path or path[0] is None:  # the expand has not created the views yet
                             time.sleep(0.05)
                             continue
-                        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(self.version_schema)))
+                        conn.execute(
+                            sql.SQL("SET search_path = {}").format(sql.Identifier(self.version_schema))
+                        )
                         row = conn.execute(
                             "INSERT INTO products (name, slug) VALUES (%s, %s) RETURNING id",
                             (f"New Writer {i}", f"own-slug-{i}"),
@@ -122,12 +128,23 @@ class _Writer(threading.Thread):
 
 
 @pytest.fixture
+def reference_dsn(pg_server_dsn: str) -> Iterator[str]:
+    with fresh_database(pg_server_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
 def migration_id() -> str:
     return f"ops_e2e_{uuid.uuid4().hex[:8]}"
 
 
 def test_operations_migration_runs_to_completion_with_both_code_versions_writing(
-    tmp_path: Path, airflow_home: Path, airflow_conn: dict[str, str], pg_dsn: str, reference_dsn: str, migration_id: str
+    tmp_path: Path,
+    airflow_home: Path,
+    airflow_conn: dict[str, str],
+    pg_dsn: str,
+    reference_dsn: str,
+    migration_id: str,
 ) -> None:
     build(pg_dsn, BEFORE)
     folder = _folder(tmp_path, migration_id)

@@ -55,7 +55,9 @@ def migration_plan(
         plan = plan_migration(operations, model, ctx)  # bad input fails here, before anything is stored
         if dry_run:
             return plan
-        return plan_migration(build_operations(entries, ctx), snapshot.store(conn, ledger_schema, ctx.migration_id, model), ctx)
+        return plan_migration(
+            build_operations(entries, ctx), snapshot.store(conn, ledger_schema, ctx.migration_id, model), ctx
+        )
 
 
 def run_operations_phase(
@@ -81,7 +83,9 @@ def run_operations_phase(
             "statement, so the expand never started (or a finished rollback discarded it)"
         )
     ledger = Ledger(ledger_schema)
-    kwargs: dict[str, Any] = dict(policy=policy, ledger=ledger, log=log, dry_run=dry_run, dag_id=dag_id, run_id=run_id)
+    kwargs: dict[str, Any] = dict(
+        policy=policy, ledger=ledger, log=log, dry_run=dry_run, dag_id=dag_id, run_id=run_id
+    )
     result: PhaseResult = run_plan_phase(connect, plan, phase, events=PHASE_EVENTS[phase], **kwargs)
     if phase == "expand" and plan.refresh_views:
         with closing(connect()) as conn:

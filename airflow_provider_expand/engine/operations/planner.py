@@ -97,7 +97,9 @@ def rename_pass(model: Schema, ctx: PlanContext) -> tuple[Group, ...]:
                 )
     for table in model.tables.values():
         if table.physical != table.name:
-            statements.append(f"{_RENAME_ALLOWED}ALTER TABLE {ctx.table(table.physical)} RENAME TO {ident(table.name)}")
+            statements.append(
+                f"{_RENAME_ALLOWED}ALTER TABLE {ctx.table(table.physical)} RENAME TO {ident(table.name)}"
+            )
     return (transaction(*statements, label="renames"),) if statements else ()
 
 

@@ -33,7 +33,9 @@ def _plan(ops: str, schema: Schema | None = None) -> object:
     ctx = PlanContext("m1", source="m1/migration.yaml")
     import yaml
 
-    return plan_migration(build_operations(parse_operations(yaml.safe_load(ops)), ctx), schema or _schema(), ctx)
+    return plan_migration(
+        build_operations(parse_operations(yaml.safe_load(ops)), ctx), schema or _schema(), ctx
+    )
 
 
 def _spec(tmp_path: Path, ops: str) -> None:
@@ -66,8 +68,14 @@ def _spec(tmp_path: Path, ops: str) -> None:
             "- drop_table: {name: a}\n- sql: {up: 'SELECT 1'}",
             r"operations\[1\]\.sql\.up: a sql operation without onComplete must be the only operation",
         ),
-        ("- sql: {up: 'SELECT 1', down: 'SELECT 2', onComplete: true}", r"operations\[0\]\.sql: down: not allowed"),
-        ("- {drop_table: {name: a}, drop_index: {name: b}}", r"operations\[0\]: each operation is a mapping with exactly one key"),
+        (
+            "- sql: {up: 'SELECT 1', down: 'SELECT 2', onComplete: true}",
+            r"operations\[0\]\.sql: down: not allowed",
+        ),
+        (
+            "- {drop_table: {name: a}, drop_index: {name: b}}",
+            r"operations\[0\]: each operation is a mapping with exactly one key",
+        ),
     ],
 )
 def test_bad_input_names_file_index_and_field(tmp_path: Path, ops: str, message: str) -> None:
@@ -89,7 +97,11 @@ def test_operations_or_phase_files_not_both(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("ops", "error", "message"),
     [
-        ("- drop_table: {name: orders}", TableNotFoundError, r"operations\[0\]\.drop_table\.name: table 'orders'"),
+        (
+            "- drop_table: {name: orders}",
+            TableNotFoundError,
+            r"operations\[0\]\.drop_table\.name: table 'orders'",
+        ),
         (
             "- rename_column: {table: products, from: name, to: label}",
             ColumnNotFoundError,
@@ -113,7 +125,9 @@ def test_operations_or_phase_files_not_both(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_catalog_errors_name_file_index_and_field(ops: str, error: type[OperationError], message: str) -> None:
+def test_catalog_errors_name_file_index_and_field(
+    ops: str, error: type[OperationError], message: str
+) -> None:
     with pytest.raises(error, match=r"^m1/migration\.yaml: " + message):
         _plan(ops)
 
@@ -154,6 +168,10 @@ def test_bad_operation_changes_nothing(pg_dsn: str) -> None:
     with pytest.raises(ColumnNotFoundError, match=r"operations\[1\]\.rename_column\.from"):
         migration.expand()
     with old_code(pg_dsn) as conn:
-        assert rows(conn, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'ok'") == [(0,)]
+        assert rows(conn, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'ok'") == [
+            (0,)
+        ]
         assert rows(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'm1'") == [(0,)]
-        assert rows(conn, "SELECT to_regclass('airflow_expand.operation_snapshots')") == [(None,)]  # no snapshot
+        assert rows(conn, "SELECT to_regclass('airflow_expand.operation_snapshots')") == [
+            (None,)
+        ]  # no snapshot
