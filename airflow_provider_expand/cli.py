@@ -74,9 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--conn-id", default="postgres_default", help="postgres_conn_id to write in the spec")
     new.set_defaults(handler=_new)
 
-    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG")
+    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG and every phase's SQL")
     plan.add_argument("path", type=Path, metavar="PATH", help="a migration folder")
+    plan.add_argument(
+        "--conn", help="plan operations against this database's catalog (a DSN, or an Airflow connection id)"
+    )
     plan.set_defaults(handler=_plan)
+
+    pgroll = commands.add_parser("import-pgroll", help="write migration folders from pgroll migration files")
+    pgroll.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="pgroll migrations (.json, .yaml)"
+    )
+    pgroll.add_argument("--dir", type=Path, default=Path("."), help="where to write the folders (default .)")
+    pgroll.add_argument(
+        "--conn-id", default="postgres_default", help="postgres_conn_id to write in the specs"
+    )
+    pgroll.add_argument("--soak", help="soak to write in the specs (e.g. 24h); none by default")
+    pgroll.set_defaults(handler=_import_pgroll)
 
     status = commands.add_parser(
         "status", help="phase and per-step progress from the target database's ledger"
@@ -97,11 +111,40 @@ def _plan(args: argparse.Namespace) -> int:
 
     if not (args.path / SPEC_FILE).is_file():
         raise UsageError(f"plan: {args.path} has no {SPEC_FILE}")
+    from airflow_provider_expand.plan import phase_sql
+
     dag_id, steps = plan_migration(args.path)
     print(f"{dag_id}: {len(steps)} steps")
     for number, step in enumerate(steps, 1):
         print(f"{number:>3}. {step}")
-    return OK
+    print()
+    spec = load_migration(args.path)
+    if args.conn:
+        with _connect(args.conn) as conn:
+            lines = phase_sql(spec, conn)
+    else:
+        lines = phase_sql(spec, None)
+    print("\n".join(lines))
+    return (
+        FINDINGS
+        if any(line.startswith(("cannot plan:", "lint: ")) and "clean" not in line for line in lines)
+        else OK
+    )
+
+
+def _import_pgroll(args: argparse.Namespace) -> int:
+    from airflow_provider_expand.pgroll_import import PgrollImportError, import_pgroll
+
+    failed = 0
+    for path in args.files:
+        try:
+            folder = import_pgroll(path, args.dir, postgres_conn_id=args.conn_id, soak=args.soak)
+        except PgrollImportError as exc:
+            print(f"airflow-expand: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path} -> {folder}/{SPEC_FILE}")
+    return USAGE if failed else OK
 
 
 # -- lint ------------------------------------------------------------------------------------------
