@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="phase and per-step progress from the target database's ledger"
     )
-    status.add_argument("id", help="the migration id")
+    status.add_argument("id", nargs="?", help="the migration id (none: every migration in flight)")
     status.add_argument("--conn", required=True, help="a PostgreSQL DSN/URI, or an Airflow connection id")
     status.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"ledger schema (default {DEFAULT_SCHEMA})")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -255,6 +255,8 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.id is None:
+        return _in_flight(args)
     ledger = Ledger(args.schema)
     with _connect(args.conn) as conn:
         try:
@@ -273,6 +275,27 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"migration": _jsonable(record), "steps": [_jsonable(s) for s in steps]}, indent=2))
     else:
         _print_status(record, steps, sys.stdout)
+    return OK
+
+
+def _in_flight(args: argparse.Namespace) -> int:
+    """Every migration between its begin and the end of its contract, and the tables it holds."""
+    from airflow_provider_expand.engine.ledger.holds import in_flight
+
+    with _connect(args.conn) as conn:
+        flights = in_flight(conn, args.schema)
+    if args.json:
+        print(
+            json.dumps(
+                [{"migration": m, "phase": p, "tables": list(t)} for (m, p), t in flights.items()], indent=2
+            )
+        )
+        return OK
+    if not flights:
+        print("no migration in flight")
+        return OK
+    for (migration, phase), tables in flights.items():
+        print(f"{migration}: {phase}, holds {', '.join(tables)}")
     return OK
 
 
