@@ -229,8 +229,7 @@ def lint_migration(
     if config is None:
         config = config_near(spec.folder)
     findings: list[Finding] = []
-    expand_ctx: FileContext | None = None
-    rollback_ctx: FileContext | None = None
+    texts: list[tuple[Phase, str, str]] = []
     for phase, path in spec.sql_files().items():
         source = f"{spec.folder.name}/{path.relative_to(spec.folder).as_posix()}"
         try:
@@ -238,13 +237,36 @@ def lint_migration(
         except (OSError, UnicodeDecodeError) as exc:
             findings.append(SYNTAX.finding(source, 0, f"cannot be read: {exc}"))
             continue
+        texts.append((phase, text, source))
+    findings.extend(lint_phases(texts, spec=spec, live=live))
+    findings.extend(lint_operations(_operations(spec), f"{spec.folder.name}/migration.yaml"))
+    return config.apply(sorted(findings))
+
+
+def lint_phases(
+    texts: Sequence[tuple[Phase, str, str]],
+    *,
+    indexes: Sequence[str] | None = (),
+    spec: MigrationSpec | None = None,
+    live: LiveSchema | None = None,
+) -> list[Finding]:
+    """Lint ``(phase, sql, source)`` in run order as one migration (the phase files, or the SQL the
+    declarative operations generated): what expand did carries into contract and rollback. ``indexes`` are
+    the migration's index builds (rollback may drop them); None when expand's SQL is not ours to read.
+    ``spec``, for phase files, adds what the new code reads (contract) and what rollback must undo."""
+    if spec is not None:
+        indexes = None if spec.migrator is not None else tuple(index.name for index in spec.indexes)
+    findings: list[Finding] = []
+    expand_ctx: FileContext | None = None
+    rollback_ctx: FileContext | None = None
+    for phase, text, source in texts:
         if expand_ctx is not None:
             ctx = expand_ctx.carried_into(phase, source)
         else:
             ctx = FileContext(phase=phase, source=source, live=live)
         if phase == "rollback":
-            ctx.expand_created = _expand_created(spec, expand_ctx)
-        elif phase == "contract":
+            ctx.expand_created = _expand_created(indexes, expand_ctx)
+        elif phase == "contract" and spec is not None:
             ctx.new_code_reads = _new_code_reads(spec, expand_ctx)
         file_findings, ctx = _lint(text, ctx)
         findings.extend(file_findings)
@@ -252,19 +274,20 @@ def lint_migration(
             expand_ctx = ctx
         elif phase == "rollback":
             rollback_ctx = ctx
-    if rollback_ctx is not None and spec.migrator is None:
+    if rollback_ctx is not None and spec is not None and spec.migrator is None:
         findings.extend(_rollback_findings(spec, expand_ctx, rollback_ctx))
-    findings.extend(lint_operations(_operations(spec), f"{spec.folder.name}/migration.yaml"))
-    return config.apply(sorted(findings))
+    return sorted(findings)
 
 
-def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:
-    """What rollback may drop: what expand.sql created plus the spec's indexes; None when expand is the
-    app's own migrator (its SQL is not ours to read)."""
-    if spec.migrator is not None:
+def _expand_created(
+    indexes: Sequence[str] | None, expand_ctx: FileContext | None
+) -> frozenset[ObjectKey] | None:
+    """What rollback may drop: what expand created plus the migration's index builds; None when expand is
+    the app's own migrator (its SQL is not ours to read)."""
+    if indexes is None:
         return None
     created: set[ObjectKey] = set(expand_ctx.created) if expand_ctx is not None else set()
-    created.update(("index", index.name) for index in spec.indexes)
+    created.update(("index", name) for name in indexes)
     return frozenset(created)
 
 
@@ -323,16 +346,8 @@ def _yaml_line(spec: MigrationSpec, name: str) -> int:
 
 
 def _operations(spec: MigrationSpec) -> list[Mapping[str, Any]]:
-    """The spec's ``operations:`` as plain dicts, when the spec has them (engine/operations is being
-    built; until it lands this is empty)."""
-    raw = getattr(spec, "operations", None) or ()
-    out: list[Mapping[str, Any]] = []
-    for operation in raw:
-        dump = getattr(operation, "model_dump", None)
-        value = dump(by_alias=True, exclude_none=True) if callable(dump) else operation
-        if isinstance(value, Mapping):
-            out.append(value)
-    return out
+    """The spec's ``operations:`` as plain dicts in pgroll's spelling (``sql: {up, down, onComplete}``)."""
+    return [entry.model_dump(by_alias=True, exclude_none=True) for entry in spec.operations]
 
 
 def lint_operations(operations: Sequence[Mapping[str, Any]], source: str = "migration.yaml") -> list[Finding]:
