@@ -26,7 +26,7 @@ from airflow_provider_expand.engine.ledger.store import (
 )
 from airflow_provider_expand.lint_cli import FINDINGS, OK, USAGE, add_lint_command
 from airflow_provider_expand.scaffold import ScaffoldError, scaffold_migration
-from airflow_provider_expand.spec import SPEC_FILE, SpecError
+from airflow_provider_expand.spec import SPEC_FILE, SpecError, load_migration
 
 
 class UsageError(Exception):
