@@ -101,5 +101,8 @@ def phase_sql(spec: Any, conn: Any | None) -> list[str]:
                 )
         lines.append("")
     findings = lint_plan(plan)
-    lines += [f"lint: {f}" for f in findings] or ["lint: the generated SQL is clean"]
+    # errors start with "lint: " (the CLI exits 1 on them); warnings are shown, as the phase tasks log them
+    lines += [f"{'lint' if f.severity == 'error' else 'lint warning'}: {f}" for f in findings] or [
+        "lint: the generated SQL is clean"
+    ]
     return lines

@@ -79,11 +79,12 @@ def run_plan_phase(
 ) -> PhaseResult:
     """Lint, log and run ``phase`` of ``plan`` as ledger step ``step`` (the phase's name by default)."""
     findings = lint_plan(plan, (phase,))
-    if findings:
-        listing = "\n".join(f"  {f}" for f in findings)
-        raise GeneratedSQLLintError(
-            f"the generated {phase} SQL has {len(findings)} lint finding(s):\n{listing}"
-        )
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        listing = "\n".join(f"  {f}" for f in errors)
+        raise GeneratedSQLLintError(f"the generated {phase} SQL has {len(errors)} lint error(s):\n{listing}")
+    for warning in findings:
+        log.warning("%s", warning)  # as the DAG's lint task does: warnings are shown, errors stop the phase
     log_phase(plan, phase, log)
     groups = plan.phase(phase)
     return run_phase(
