@@ -34,7 +34,6 @@ import redis  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from airflow_provider_expand.engine.database import Connector, connector_from_dsn  # noqa: E402
-
 from tests import pg_versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +58,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The engine tests run once per selected PostgreSQL major (``pg15``, ``pg16``, ... in their ids)."""
     versions = pg_versions.selected_versions(metafunc.config.getoption("--pg-versions"))
-    if versions and "pg_major" in metafunc.fixturenames and metafunc.definition.path.is_relative_to(ENGINE_TESTS):
+    if (
+        versions
+        and "pg_major" in metafunc.fixturenames
+        and metafunc.definition.path.is_relative_to(ENGINE_TESTS)
+    ):
         metafunc.parametrize(
             "pg_major", versions, indirect=True, scope="session", ids=[f"pg{v}" for v in versions]
         )
@@ -88,7 +91,9 @@ def pg_server_dsn(pg_major: str | None) -> Iterator[str]:
         return
     bin_dir = pg_versions.wheel_bin_dir(pg_major)
     wheel = pg_versions.WHEELS.get(pg_major, f"a PostgreSQL {pg_major} server in EXPAND_TEST_PG_DSN")
-    path = require_tool(str(bin_dir) if bin_dir else None, f"PostgreSQL {pg_major} ({wheel}, in the test extra)")
+    path = require_tool(
+        str(bin_dir) if bin_dir else None, f"PostgreSQL {pg_major} ({wheel}, in the test extra)"
+    )
     private = pg_versions.PrivateServer.start(Path(path))
     try:
         yield private.dsn

@@ -117,7 +117,9 @@ class PrivateServer:
                 if process.poll() is not None or time.monotonic() > deadline:
                     text = (folder / "server.log").read_text(errors="replace")
                     server.stop()
-                    raise RuntimeError(f"PostgreSQL from {bin_dir} did not start on port {port}:\n{text}") from None
+                    raise RuntimeError(
+                        f"PostgreSQL from {bin_dir} did not start on port {port}:\n{text}"
+                    ) from None
                 time.sleep(0.1)
 
     def stop(self) -> None:

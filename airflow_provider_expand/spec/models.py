@@ -160,7 +160,8 @@ class BackfillSpec(_Strict):
     table: QualifiedName
     set: Assignments
     where: Predicate
-    key: Identifier | None = None
+    # the column(s) to walk: default the primary key, else the narrowest unique index on NOT NULL columns
+    key: Identifier | tuple[Identifier, ...] | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
     # each batch holds its rows' locks this long: the worst wait it can add to an application write
     target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)
