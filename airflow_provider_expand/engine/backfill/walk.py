@@ -48,6 +48,7 @@ from airflow_provider_expand.engine.backfill.pacing import BatchSizer
 from airflow_provider_expand.engine.backfill.plan import BackfillSpec, Target
 from airflow_provider_expand.engine.backfill.progress import Progress
 from airflow_provider_expand.engine.backfill.ranges import KeyRange
+from airflow_provider_expand.engine.backfill.windows import batch_sql, fix_sql, read_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 
 SWEEP_FIND_LIMIT = 10_000  # matching keys read per sweep round
@@ -56,95 +57,6 @@ SWEEP_WAIT = 0.05  # seconds before a sweep round looks again at rows it found l
 SWEEP_WAIT_MAX = 2.0
 STOP_CHECK_EVERY = 1.0  # seconds between two reads of the migration's phase
 STOPPING_PHASES = {"rolling_back": "rolling back", "rolled_back": "rolled back"}
-
-
-def _row_refs(target: Target) -> tuple[sql.Composable, sql.Composable]:
-    """How a batch names its locked rows and how the UPDATE finds them again: by ``ctid`` in a plain table
-    (a TID scan); in a partitioned or inherited one, where a ctid repeats across heaps, by
-    ``(tableoid, ctid)``, which the UPDATE checks within the batch's own key window (an index range)."""
-    if target.by_ctid:
-        return sql.SQL("ctid AS row_ref"), sql.SQL("ctid = ANY(ARRAY(SELECT row_ref FROM _expand_batch))")
-    return (
-        sql.SQL("tableoid AS part_ref, ctid AS row_ref"),
-        sql.SQL("(tableoid, ctid) IN (SELECT part_ref, row_ref FROM _expand_batch)"),
-    )
-
-
-def _batch_sql(target: Target, has_lower: bool) -> sql.Composed:
-    """One batch: the window ends at the ``n``-th key (or at ``upper``); lock its matching rows, skipping
-    locked ones, and update them. Returns (the n-th key's text forms, or NULL for the range's last window;
-    rows updated; a key that still matches ``where`` after the update, or NULL)."""
-    k, t = target.row(), target.table
-    select_ref, match_ref = _row_refs(target)
-    lower = sql.SQL("{} > {}").format(k, target.placeholders("lower")) if has_lower else sql.SQL("true")
-    upto = sql.SQL("({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("coalesce((SELECT {} FROM _expand_bound), {})").format(
-                sql.Identifier(f"_k{i}"), sql.Placeholder(f"upper_{i}")
-            )
-            for i in range(len(target.columns))
-        )
-    )
-    window = sql.SQL("{lower} AND {k} <= {upto}").format(lower=lower, k=k, upto=upto)
-    if not target.by_ctid:
-        match_ref = sql.SQL("{} AND {}").format(window, match_ref)
-    return sql.SQL(
-        "WITH _expand_bound AS ("
-        " SELECT {aliased} FROM {t} WHERE {lower} AND {k} <= {upper} ORDER BY {order} OFFSET %(skip)s LIMIT 1"
-        "), _expand_batch AS ("
-        " SELECT {select_ref} FROM {t} WHERE {window} AND ({w}) FOR NO KEY UPDATE SKIP LOCKED"
-        "), _expand_done AS ("
-        " UPDATE {t} SET {set} WHERE {match_ref}"
-        " RETURNING CASE WHEN coalesce(({w}), false) THEN ARRAY[{texts}] END AS unfinished"
-        ") SELECT (SELECT ARRAY[{bound_texts}] FROM _expand_bound), count(*), min(unfinished) FROM _expand_done"
-    ).format(
-        aliased=target.aliased(),
-        t=t,
-        lower=lower,
-        k=k,
-        upper=target.placeholders("upper"),
-        order=target.order(),
-        select_ref=select_ref,
-        window=window,
-        w=target.where_sql,
-        set=target.set_sql,
-        match_ref=match_ref,
-        texts=target.texts(),
-        bound_texts=target.texts("_expand_bound"),
-    )
-
-
-def _fix_sql(target: Target, keys: int) -> sql.Composed:
-    """The sweep's fix: the given keys (``k0``, ``k1``, ... bound with ``Target.bind``), if they still
-    match and are not locked."""
-    k, t = target.row(), target.table
-    select_ref, match_ref = _row_refs(target)
-    listed = sql.SQL("{} IN ({})").format(
-        k, sql.SQL(", ").join(target.placeholders(f"k{i}") for i in range(keys))
-    )
-    if not target.by_ctid:
-        match_ref = sql.SQL("{} AND {}").format(listed, match_ref)
-    return sql.SQL(
-        "WITH _expand_batch AS ("
-        " SELECT {select_ref} FROM {t} WHERE {listed} AND ({w}) FOR NO KEY UPDATE SKIP LOCKED"
-        "), _expand_done AS ("
-        " UPDATE {t} SET {set} WHERE {match_ref}"
-        " RETURNING CASE WHEN coalesce(({w}), false) THEN ARRAY[{texts}] END AS unfinished"
-        ") SELECT count(*), min(unfinished) FROM _expand_done"
-    ).format(
-        select_ref=select_ref,
-        t=t,
-        listed=listed,
-        w=target.where_sql,
-        set=target.set_sql,
-        match_ref=match_ref,
-        texts=target.texts(),
-    )
-
-
-def _key(row: Any) -> Key | None:
-    """A key read back as an array of text forms (None stays None)."""
-    return tuple(str(v) for v in row) if row is not None else None
 
 
 class BackfillWalk:
@@ -201,7 +113,8 @@ class BackfillWalk:
         if key is not None:
             raise BackfillInputError(
                 "set",
-                f"after SET {self.spec.set} the row with key {show_key(_key(key) or ())} still matches where {self.spec.where!r}: "
+                f"after SET {self.spec.set} the row with key {show_key(read_key(key) or ())} still matches "
+                f"where {self.spec.where!r}: "
                 "set must make where false, or the backfill never ends (exclude such rows in where, "
                 "e.g. 'AND title IS NOT NULL'); this batch was rolled back",
             )
@@ -225,7 +138,7 @@ class BackfillWalk:
         cur.execute(statement, params)
         row = cur.fetchone()
         assert row is not None
-        upto, updated, unfinished = _key(row[0]), int(row[1]), row[2]
+        upto, updated, unfinished = read_key(row[0]), int(row[1]), row[2]
         self._refuse_unfinished(unfinished)
         self._checkpoint(cur, upto if upto is not None else upper, updated)
         return upto, updated
@@ -235,7 +148,7 @@ class BackfillWalk:
         params: dict[str, Any] = {}
         for i, key in enumerate(keys):
             params.update(self.target.bind(f"k{i}", key))
-        cur.execute(_fix_sql(self.target, len(keys)), params)
+        cur.execute(fix_sql(self.target, len(keys)), params)
         row = cur.fetchone()
         assert row is not None
         self._refuse_unfinished(row[1])
@@ -304,7 +217,7 @@ class BackfillWalk:
             ),
             params,
         ).fetchone()
-        return show_key(_key(row) or ()) if row else "(gone)"
+        return show_key(read_key(row) or ()) if row else "(gone)"
 
     def _last_key(self) -> Key | None:
         """Today's last key of the table (None when it is empty)."""
@@ -316,7 +229,7 @@ class BackfillWalk:
                 o=self.target.order(descending=True),
             )
         ).fetchone()
-        return _key(row)
+        return read_key(row)
 
     def main_pass(self, last: Key | None) -> Key | None:
         """Walk ``(last, upper]`` in windows of the batch size; returns the final checkpoint key."""
@@ -325,7 +238,7 @@ class BackfillWalk:
             upper = self._last_key()
             if upper is None:
                 return last
-        statements = {has: _batch_sql(self.target, has) for has in (False, True)}
+        statements = {has: batch_sql(self.target, has) for has in (False, True)}
         # A timed-out window is done as its two halves (each split again if it times out too), in order,
         # before the sizer picks window sizes again: only the slow stretch is walked in small windows.
         pending: list[int] = []
@@ -387,7 +300,7 @@ class BackfillWalk:
         fewest = math.inf
         stalled = rounds = 0
         while True:
-            keys = [_key(r) or () for r in self.conn.execute(find, params).fetchall()]
+            keys = [read_key(r) or () for r in self.conn.execute(find, params).fetchall()]
             if not keys:
                 return
             if len(keys) < fewest:
