@@ -8,7 +8,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
@@ -154,6 +154,14 @@ class NotifySpec(_Strict):
     events: tuple[NotifyEvent, ...] = ("failure", "rollback", "completion")
 
 
+def _one_or_list(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+# ``key: id`` or ``key: [shop_id, id]``: always a tuple of column names, in key order.
+KeyColumns = Annotated[tuple[Identifier, ...], BeforeValidator(_one_or_list), Field(min_length=1)]
+
+
 class BackfillSpec(_Strict):
     """A batched ``UPDATE <table> SET <set> WHERE <where>`` ('Migrare Date', for big tables)."""
 
@@ -161,7 +169,7 @@ class BackfillSpec(_Strict):
     set: Assignments
     where: Predicate
     # the column(s) to walk: default the primary key, else the narrowest unique index on NOT NULL columns
-    key: Identifier | tuple[Identifier, ...] | None = None
+    key: KeyColumns | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
     # each batch holds its rows' locks this long: the worst wait it can add to an application write
     target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)
