@@ -55,9 +55,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "one_pg_version(reason): under the version matrix, run on the first selected major only (a slow test "
+        "of the engine's own timing, lock waits or process kills, which no server version changes)",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The engine tests run once per selected PostgreSQL major (``pg15``, ``pg16``, ... in their ids)."""
     versions = pg_versions.selected_versions(metafunc.config.getoption("--pg-versions"))
+    if versions and metafunc.definition.get_closest_marker("one_pg_version"):
+        versions = versions[:1]
     if (
         versions
         and "pg_major" in metafunc.fixturenames

@@ -253,6 +253,7 @@ def test_a_sweep_chunk_that_hits_statement_timeout_is_split(
     assert any("in the sweep from key" in m for m in splits), splits
 
 
+@pytest.mark.one_pg_version("the lock-conflict retry policy")
 def test_a_table_lock_held_past_the_retries_is_a_transient_conflict_and_the_rerun_resumes(
     pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
 ) -> None:
