@@ -231,6 +231,18 @@ def test_backfill_sizes_must_be_positive(tmp_path: Path, key: str, value: int) -
     assert problems(folder) == [f"mig/migration.yaml: backfill[0].{key}: must be greater than 0"]
 
 
+def test_a_backfill_key_is_one_column_or_a_list(tmp_path: Path) -> None:
+    """``key: id`` or ``key: [shop_id, id]`` (a composite key, walked as a row); a bad name is named."""
+    base = MINIMAL + "backfill:\n  - {table: orders, set: name = title, where: name IS NULL, key: %s}\n"
+    assert load_migration(write(tmp_path / "one", base % "id")).backfill[0].key == ("id",)
+    assert load_migration(write(tmp_path / "two", base % "[shop_id, id]")).backfill[0].key == (
+        "shop_id",
+        "id",
+    )
+    found = problems(write(tmp_path / "bad", base % "[shop_id, 'not a name']"))
+    assert len(found) == 1 and found[0].startswith("mig/migration.yaml: backfill[0].key"), found
+
+
 @pytest.mark.parametrize("bad", ["Products_Rename", "rename-products", "réname", "''"])
 def test_a_bad_id(tmp_path: Path, bad: str) -> None:
     folder = write(tmp_path, MINIMAL.replace("id: mig", f"id: {bad}"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
 from airflow_provider_expand.engine.backup.store import is_url
@@ -174,13 +174,22 @@ class NotifySpec(_Strict):
     events: tuple[NotifyEvent, ...] = ("failure", "rollback", "completion")
 
 
+def _one_or_list(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+# ``key: id`` or ``key: [shop_id, id]``: always a tuple of column names, in key order.
+KeyColumns = Annotated[tuple[Identifier, ...], BeforeValidator(_one_or_list), Field(min_length=1)]
+
+
 class BackfillSpec(_Strict):
     """A batched ``UPDATE <table> SET <set> WHERE <where>`` ('Migrare Date', for big tables)."""
 
     table: QualifiedName
     set: Assignments
     where: Predicate
-    key: Identifier | None = None
+    # the column(s) to walk: default the primary key, else the narrowest unique index on NOT NULL columns
+    key: KeyColumns | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
     # each batch holds its rows' locks this long: the worst wait it can add to an application write
     target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)

@@ -25,10 +25,12 @@ from airflow_provider_expand.engine.backfill.errors import (
     BackfillBusyError,
     BackfillError,
     BackfillInputError,
+    BackfillRowError,
     BackfillRowTimeoutError,
     BackfillStoppedError,
     BackfillSweepError,
 )
+from airflow_provider_expand.engine.backfill.key import key_text_settings, show_key
 from airflow_provider_expand.engine.backfill.plan import BackfillSpec, Target, resolve_target
 from airflow_provider_expand.engine.backfill.progress import Progress, count_matching, estimate_rows
 from airflow_provider_expand.engine.backfill.ranges import claim_range, peek_range
@@ -43,6 +45,7 @@ __all__ = [
     "BackfillError",
     "BackfillInputError",
     "BackfillResult",
+    "BackfillRowError",
     "BackfillRowTimeoutError",
     "BackfillSpec",
     "BackfillStoppedError",
@@ -110,6 +113,7 @@ def run_backfill(
     started = time.monotonic()
     with errors.translated(f"{label} of table {spec.table}"), connect() as conn:
         conn.autocommit = True
+        key_text_settings(conn)
         target = resolve_target(conn, spec)
         if dry_run:
             return _dry_run(conn, spec, target, ledger, migration_id, partition, label, log, started)
@@ -126,9 +130,10 @@ def run_backfill(
                 batch_size=spec.batch_size,
             )
             resumed_from = record.last_key
-            first = resumed_from if resumed_from is not None else key_range.lower
             try:
                 with errors.translated(f"{label} of table {target.label}"):
+                    resumed = target.decode(resumed_from)
+                    first = resumed if resumed is not None else key_range.lower
                     remaining = estimate_rows(conn, target, first, key_range.upper)
                     ledger.start_step(
                         conn, migration_id, spec.step, partition, rows_total=record.rows_done + remaining.rows
@@ -138,8 +143,8 @@ def run_backfill(
                         label,
                         target.key,
                         key_range.describe(),
-                        f"resuming after key {resumed_from} with {record.rows_done:,} rows done"
-                        if resumed_from is not None
+                        f"resuming after key {show_key(resumed)} with {record.rows_done:,} rows done"
+                        if resumed is not None
                         else "starting",
                     )
                     progress = Progress(
@@ -183,7 +188,7 @@ def run_backfill(
         rows_swept=run.swept,
         batches=progress.batches,
         seconds=time.monotonic() - started,
-        last_key=last,
+        last_key=target.encode(last),
         resumed_from=resumed_from,
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,

