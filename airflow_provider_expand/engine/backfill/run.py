@@ -34,6 +34,9 @@ from airflow_provider_expand.engine.backfill.progress import Progress, count_mat
 from airflow_provider_expand.engine.backfill.ranges import claim_range, peek_range
 from airflow_provider_expand.engine.backfill.walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.health.bloat import TableSize, Vacuumer, growth_line
+from airflow_provider_expand.engine.health.hold import HealthHoldError, Hold, gates_for
+from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock, partition_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
@@ -47,6 +50,8 @@ __all__ = [
     "BackfillSpec",
     "BackfillStoppedError",
     "BackfillSweepError",
+    "HealthHoldError",
+    "HealthSettings",
     "run_backfill",
 ]
 
@@ -76,6 +81,14 @@ class BackfillResult:
     estimate_method: str
     would_change: int | None = None
     splits: int = 0  # batches split in half after hitting their statement_timeout
+    # health (engine/health): per gate how often and how long it held; batches app sessions waited on
+    holds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    held_seconds: float = 0.0
+    lock_waits: int = 0
+    vacuums: int = 0
+    hot_ratio: float | None = None  # of the row versions this partition replaced, the share HOT
+    growth: float | None = None  # the table's size (pg_table_size) after / before this run
+    growth_with_indexes: float | None = None  # the same with its indexes (pg_total_relation_size)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +108,7 @@ def run_backfill(
     dry_run: bool = False,
     ledger: Ledger | None = None,
     progress_every: dt.timedelta = dt.timedelta(seconds=5),
+    health: HealthSettings | None = None,
 ) -> BackfillResult:
     """Backfill partition ``partition`` of ``spec`` (resuming from its ledger checkpoint) and sweep it.
 
@@ -103,7 +117,10 @@ def run_backfill(
     Failures leave as the engine's errors (``engine/errors.py``): a lost connection or a lock conflict is
     transient (the retry resumes from the checkpoint), anything else definitive; a rollback of the
     migration stops the partition between two batches with :class:`BackfillStoppedError`.
+    ``health`` sets the gates read between batches (``engine/health``; default ``HealthSettings()``); one
+    that holds longer than its ``max_hold`` raises :class:`HealthHoldError`, a transient error.
     """
+    health = health or HealthSettings()
     spec.check(partition)
     ledger = ledger or Ledger()
     label = _label(spec, partition)
@@ -146,6 +163,7 @@ def run_backfill(
                         label, log, rows_before=record.rows_done, remaining=remaining, every=progress_every
                     )
                     progress.start()
+                    gauge = _HealthGauge.start(connect, conn, target, health, label, log)
                     run = BackfillWalk(
                         conn,
                         spec,
@@ -156,14 +174,22 @@ def run_backfill(
                         key_range=key_range,
                         progress=progress,
                         log=log,
+                        table_oid=gauge.oid,
+                        hold=gauge.hold,
+                        vacuum=gauge.vacuum,
                     )
                     run.check_stop(first)
                     last = first
-                    if not key_range.empty:
-                        with _batch_commits(conn):
-                            last = run.main_pass(first)
-                            run.sweep(last)
+                    try:
+                        if not key_range.empty:
+                            gauge.hold.check(conn, force=True)
+                            with _batch_commits(conn):
+                                last = run.main_pass(first)
+                                run.sweep(last)
+                    finally:
+                        gauge.vacuum.close()
                     progress.finish(run.swept)
+                    summary = gauge.finish(conn, run)
                     ledger.finish_step(
                         conn, migration_id, spec.step, partition, rows_total=progress.rows_done
                     )
@@ -188,6 +214,7 @@ def run_backfill(
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,
         splits=run.splits,
+        **summary,
     )
 
 
@@ -245,6 +272,59 @@ def _dry_run(
         estimate_method="exact count",
         would_change=would,
     )
+
+
+@dataclass
+class _HealthGauge:
+    """The step's health: the gates' hold, the background VACUUM, the table's size before and after."""
+
+    oid: int
+    hold: Hold
+    vacuum: Vacuumer
+    before: TableSize
+    label: str
+    log: logging.Logger
+
+    @classmethod
+    def start(
+        cls,
+        connect: Connector,
+        conn: psycopg.Connection,
+        target: Target,
+        health: HealthSettings,
+        label: str,
+        log: logging.Logger,
+    ) -> _HealthGauge:
+        row = conn.execute("SELECT to_regclass(%s)::oid", (target.label,)).fetchone()
+        assert row is not None and row[0] is not None
+        oid = int(row[0])
+        hold = Hold(gates_for(health, oid, target.label, set()), health.max_hold.total_seconds(), label, log)
+        vacuum = Vacuumer(connect, target.table, target.label, target.reltuples, log, enabled=health.vacuum)
+        return cls(oid, hold, vacuum, TableSize.read(conn, oid), label, log)
+
+    def finish(self, conn: psycopg.Connection, run: BackfillWalk) -> dict[str, Any]:
+        """Log the step's health line (growth, HOT ratio, VACUUMs, holds); the result's summary fields."""
+        after = TableSize.read(conn, self.oid)
+        pacer, vacuum = run.pacer, self.vacuum
+        holds = self.hold.summary()
+        held = "; ".join(f"{g} held {c['holds']:.0f}x, {c['seconds']:.1f} s" for g, c in holds.items())
+        self.log.info(
+            "%s: %s; %s; app sessions waited on %d batch(es)%s",
+            self.label,
+            growth_line(self.before, after, vacuum.updated, vacuum.hot),
+            vacuum.summary(),
+            pacer.lock_waits,
+            f"; {held}" if held else "; no health gate held",
+        )
+        return {
+            "holds": holds,
+            "held_seconds": round(pacer.held, 1),
+            "lock_waits": pacer.lock_waits,
+            "vacuums": vacuum.vacuums,
+            "hot_ratio": round(vacuum.hot / vacuum.updated, 3) if vacuum.updated else None,
+            "growth": round(after.heap / self.before.heap, 3) if self.before.heap else None,
+            "growth_with_indexes": round(after.total / self.before.total, 3) if self.before.total else None,
+        }
 
 
 @contextmanager

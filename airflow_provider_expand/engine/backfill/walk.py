@@ -17,7 +17,6 @@ and checkpoint committed, once a rollback has begun.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import math
@@ -35,10 +34,12 @@ from airflow_provider_expand.engine.backfill.errors import (
     BackfillStoppedError,
     BackfillSweepError,
 )
-from airflow_provider_expand.engine.backfill.pacing import BatchSizer
+from airflow_provider_expand.engine.backfill.pacing import BatchSizer, Pacer
 from airflow_provider_expand.engine.backfill.plan import BackfillSpec, Target
 from airflow_provider_expand.engine.backfill.progress import Progress
 from airflow_provider_expand.engine.backfill.ranges import KeyRange
+from airflow_provider_expand.engine.health.bloat import Vacuumer
+from airflow_provider_expand.engine.health.hold import Hold
 from airflow_provider_expand.engine.ledger.store import Ledger
 
 SWEEP_FIND_LIMIT = 10_000  # matching keys read per sweep round
@@ -103,12 +104,25 @@ class BackfillWalk:
         progress: Progress,
         log: logging.Logger,
         sleep: Callable[[float], None] = time.sleep,
+        table_oid: int | None = None,
+        hold: Hold | None = None,
+        vacuum: Vacuumer | None = None,
     ) -> None:
         self.conn, self.spec, self.target, self.ledger = conn, spec, target, ledger
         self.migration_id, self.part, self.key_range = migration_id, part, key_range
         self.progress, self.log, self.sleep = progress, log, sleep
         low, high = spec.batch_bounds
         self.sizer = BatchSizer(spec.batch_size, spec.target_batch_time, low, high)
+        self.pacer = Pacer(
+            self.sizer,
+            pause=spec.pause,
+            table_oid=table_oid,
+            label=progress.label,
+            log=log,
+            hold=hold,
+            vacuum=vacuum,
+            sleep=sleep,
+        )
         self.batches = BatchRunner(conn, spec.batch_statement_timeout, log=log, sleep=sleep)
         self.swept = 0
         self.splits = 0
@@ -164,6 +178,7 @@ class BackfillWalk:
         upto, updated, unfinished = row
         self._refuse_unfinished(unfinished)
         self._checkpoint(cur, upto if upto is not None else params["upper"], int(updated))
+        self.pacer.probe(cur, int(updated))
         return upto, int(updated)
 
     def _fix(self, cur: psycopg.Cursor[Any], keys: list[str], last: str | None) -> int:
@@ -253,12 +268,10 @@ class BackfillWalk:
                 pending.pop(0)
             seconds = time.monotonic() - started
             self.progress.batch(updated, size)
+            self.pacer.after_batch(self.conn, size, seconds, updated)
             if upto is None:  # that window ran to the end of the range
                 return upper
             last = upto
-            self.sizer.observe(size, seconds)
-            if self.spec.pause > dt.timedelta(0):
-                self.sleep(self.spec.pause.total_seconds())
 
     def _fix_keys(self, keys: list[str], last: str | None) -> int:
         """Sweep ``keys`` in one transaction, or in halves (recursively) when that hits the timeout."""
