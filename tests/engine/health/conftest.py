@@ -14,7 +14,8 @@ from tests.private_cluster import Pair, primary_with_replica
 
 @pytest.fixture(scope="session")
 def pair() -> Iterator[Pair]:
-    with primary_with_replica() as started:
+    # autovacuum looks at every database each second, so the wraparound test need not wait a minute
+    with primary_with_replica(autovacuum_naptime="1s") as started:
         yield started
 
 
