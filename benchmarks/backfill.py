@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuned-target-ms", type=int, default=100, help="the tuned run's target_batch_time")
     parser.add_argument("--replica", action="store_true", help="also run on a primary with a replica")
     parser.add_argument("--replica-lag", default="16MB", help="max_replica_lag of the replica run")
+    parser.add_argument(
+        "--replica-delay", default="1s", help="the replica's recovery_min_apply_delay: a replica that lags"
+    )
     parser.add_argument("--skip", default="", help="comma-separated variant names to leave out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -338,15 +341,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
         Variant("(c) engine, spec defaults", "table, set, where only; 1 partition", _plain),
         Variant("(d) engine, spec defaults, 2 partitions", "partitions: 2", _plain),
-        Variant("(e) engine, tuned for speed", tuned, _plain),
+        Variant("(e) engine, spec defaults but vacuum: false", "health: {vacuum: false}", _plain),
+        Variant("(f) engine, tuned for speed", tuned, _plain),
     ]
     variants[2].run = _engine(1, defaults, into=variants[2].results)
     variants[3].run = _engine(2, defaults, into=variants[3].results)
-    variants[4].run = _engine(
+    variants[4].run = _engine(1, dataclasses.replace(defaults, vacuum=False), into=variants[4].results)
+    variants[5].run = _engine(
         1,
         dataclasses.replace(defaults, vacuum=False),
         target=dt.timedelta(milliseconds=args.tuned_target_ms),
-        into=variants[4].results,
+        into=variants[5].results,
     )
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     variants = [variants[0]] + [v for v in variants[1:] if not any(s in v.name for s in skip)]
@@ -359,13 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.replica:
         lag = parse_size(args.replica_lag)
         gated = Variant(
-            "(f) engine, spec defaults, replica gate holding",
-            f"max_replica_lag: {args.replica_lag}",
+            "(h) engine, spec defaults, replica gate holding",
+            f"max_replica_lag: {args.replica_lag}; the replica applies commits {args.replica_delay} late",
             _plain,
         )
         gated.run = _engine(1, dataclasses.replace(defaults, max_replica_lag_bytes=lag), into=gated.results)
-        pair_variants = [Variant("(a) plain UPDATE, with a replica", "one statement", _plain), gated]
-        with primary_with_replica(fsync="on") as pair:
+        plain = Variant("(a) plain UPDATE, with the lagging replica", "one statement", _plain)
+        free = Variant("(g) engine, spec defaults, replica gate off", "max_replica_lag: off", _plain)
+        free.run = _engine(1, dataclasses.replace(defaults, max_replica_lag_bytes=None), into=free.results)
+        pair_variants = [plain, free, gated]
+        delay = f"'{args.replica_delay}'"
+        with primary_with_replica(fsync="on", recovery_min_apply_delay=delay) as pair:
             _run_all(pair.primary.dsn, pair_variants, args.rows, args.repeat, args.writer_interval)
         print()
         print(_table(pair_variants, args.rows))
