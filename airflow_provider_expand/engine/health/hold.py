@@ -69,7 +69,12 @@ class Hold:
                 continue
             try:
                 why = gate.read(conn)
-            except (GateUnreadable, psycopg.errors.InsufficientPrivilege) as exc:
+            # no permission, a function or column this server lacks, a view it cannot serve: warn once, go on
+            except (
+                GateUnreadable,
+                psycopg.ProgrammingError,
+                psycopg.errors.ObjectNotInPrerequisiteState,
+            ) as exc:
                 self.unreadable.add(gate.name)
                 self.log.warning(
                     "%s: health gate %s cannot be read, not checking it: %s", self.label, gate.name, exc
