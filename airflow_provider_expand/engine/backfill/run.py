@@ -34,8 +34,8 @@ from airflow_provider_expand.engine.backfill.progress import Progress, count_mat
 from airflow_provider_expand.engine.backfill.ranges import claim_range, peek_range
 from airflow_provider_expand.engine.backfill.walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
-from airflow_provider_expand.engine.health.bloat import TableSize, Vacuumer, growth_line
-from airflow_provider_expand.engine.health.hold import HealthHoldError, Hold, gates_for
+from airflow_provider_expand.engine.health.gauge import StepHealth
+from airflow_provider_expand.engine.health.hold import HealthHoldError
 from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock, partition_key
 from airflow_provider_expand.engine.ledger.store import Ledger
@@ -163,7 +163,7 @@ def run_backfill(
                         label, log, rows_before=record.rows_done, remaining=remaining, every=progress_every
                     )
                     progress.start()
-                    gauge = _HealthGauge.start(connect, conn, target, health, label, log)
+                    gauge = StepHealth.start(connect, conn, target, health, label, log)
                     run = BackfillWalk(
                         conn,
                         spec,
@@ -189,7 +189,7 @@ def run_backfill(
                     finally:
                         gauge.vacuum.close()
                     progress.finish(run.swept)
-                    summary = gauge.finish(conn, run)
+                    summary = gauge.finish(conn, run.pacer)
                     ledger.finish_step(
                         conn, migration_id, spec.step, partition, rows_total=progress.rows_done
                     )
@@ -272,59 +272,6 @@ def _dry_run(
         estimate_method="exact count",
         would_change=would,
     )
-
-
-@dataclass
-class _HealthGauge:
-    """The step's health: the gates' hold, the background VACUUM, the table's size before and after."""
-
-    oid: int
-    hold: Hold
-    vacuum: Vacuumer
-    before: TableSize
-    label: str
-    log: logging.Logger
-
-    @classmethod
-    def start(
-        cls,
-        connect: Connector,
-        conn: psycopg.Connection,
-        target: Target,
-        health: HealthSettings,
-        label: str,
-        log: logging.Logger,
-    ) -> _HealthGauge:
-        row = conn.execute("SELECT to_regclass(%s)::oid", (target.label,)).fetchone()
-        assert row is not None and row[0] is not None
-        oid = int(row[0])
-        hold = Hold(gates_for(health, oid, target.label, set()), health.max_hold.total_seconds(), label, log)
-        vacuum = Vacuumer(connect, target.table, target.label, target.reltuples, log, enabled=health.vacuum)
-        return cls(oid, hold, vacuum, TableSize.read(conn, oid), label, log)
-
-    def finish(self, conn: psycopg.Connection, run: BackfillWalk) -> dict[str, Any]:
-        """Log the step's health line (growth, HOT ratio, VACUUMs, holds); the result's summary fields."""
-        after = TableSize.read(conn, self.oid)
-        pacer, vacuum = run.pacer, self.vacuum
-        holds = self.hold.summary()
-        held = "; ".join(f"{g} held {c['holds']:.0f}x, {c['seconds']:.1f} s" for g, c in holds.items())
-        self.log.info(
-            "%s: %s; %s; app sessions waited on %d batch(es)%s",
-            self.label,
-            growth_line(self.before, after, vacuum.updated, vacuum.hot),
-            vacuum.summary(),
-            pacer.lock_waits,
-            f"; {held}" if held else "; no health gate held",
-        )
-        return {
-            "holds": holds,
-            "held_seconds": round(pacer.held, 1),
-            "lock_waits": pacer.lock_waits,
-            "vacuums": vacuum.vacuums,
-            "hot_ratio": round(vacuum.hot / vacuum.updated, 3) if vacuum.updated else None,
-            "growth": round(after.heap / self.before.heap, 3) if self.before.heap else None,
-            "growth_with_indexes": round(after.total / self.before.total, 3) if self.before.total else None,
-        }
 
 
 @contextmanager
