@@ -177,8 +177,9 @@ class BackfillWalk:
         assert row is not None
         upto, updated, unfinished = row
         self._refuse_unfinished(unfinished)
-        self._checkpoint(cur, upto if upto is not None else params["upper"], int(updated))
-        self.pacer.probe(cur, int(updated))
+        with self.conn.pipeline():  # the checkpoint and the pacer's probe in one round trip, locks held
+            self._checkpoint(cur, upto if upto is not None else params["upper"], int(updated))
+            self.pacer.probe(cur, int(updated))
         return upto, int(updated)
 
     def _fix(self, cur: psycopg.Cursor[Any], keys: list[str], last: str | None) -> int:

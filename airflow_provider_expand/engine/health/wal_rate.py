@@ -15,7 +15,7 @@ import psycopg
 from airflow_provider_expand.engine.health.units import format_size
 
 WINDOW = 5.0  # seconds of samples the rate is taken over
-MIN_SPAN = 1.0  # no verdict before this much time is covered
+MIN_SPAN = 0.5  # no verdict before this much time is covered (one check interval)
 
 
 class WalRateGate:
