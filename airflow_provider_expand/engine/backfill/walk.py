@@ -124,6 +124,9 @@ class BackfillWalk:
             sleep=sleep,
         )
         self.batches = BatchRunner(conn, spec.batch_statement_timeout, log=log, sleep=sleep)
+        self._last: str | None = None  # the checkpoint the walk holds at, for a stop during a hold
+        if hold is not None:
+            hold.interrupt = lambda: self.check_stop(self._last)
         self.swept = 0
         self.splits = 0
         self._phase_read_at = -math.inf
@@ -177,8 +180,9 @@ class BackfillWalk:
         assert row is not None
         upto, updated, unfinished = row
         self._refuse_unfinished(unfinished)
+        self._last = upto if upto is not None else params["upper"]
         with self.conn.pipeline():  # the checkpoint and the pacer's probe in one round trip, locks held
-            self._checkpoint(cur, upto if upto is not None else params["upper"], int(updated))
+            self._checkpoint(cur, self._last, int(updated))
             self.pacer.probe(cur, int(updated))
         return upto, int(updated)
 

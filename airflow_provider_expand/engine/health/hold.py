@@ -28,7 +28,7 @@ from airflow_provider_expand.engine.health.wraparound import TransactionAgeGate,
 
 CHECK_EVERY = 0.5
 FIRST_INTERVAL = 0.25
-MAX_INTERVAL = 5.0
+MAX_INTERVAL = 1.0  # the gates, and whether the migration is rolling back, at least once a second
 LOG_EVERY = 10.0
 
 
@@ -58,6 +58,8 @@ class Hold:
     log: logging.Logger
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # called at every re-read while holding: the walk's stop check, so a rollback never waits for a hold
+    interrupt: Callable[[], None] | None = None
     counts: dict[str, HoldCount] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
     _read_at: float = float("-inf")
@@ -109,6 +111,12 @@ class Hold:
                 )
             self.sleep(interval)
             interval = min(interval * 2, MAX_INTERVAL)
+            if self.interrupt is not None:
+                try:
+                    self.interrupt()
+                except BaseException:
+                    self._count(held_by, self.clock() - started)
+                    raise
             self._read_at = self.clock()
             again = self._over(conn)
             if again is None:

@@ -10,11 +10,17 @@ import time
 import psycopg
 import pytest
 
-from airflow_provider_expand.engine.backfill.run import BackfillSpec, HealthHoldError, run_backfill
+from airflow_provider_expand.engine.backfill.run import (
+    BackfillSpec,
+    BackfillStoppedError,
+    HealthHoldError,
+    run_backfill,
+)
 from airflow_provider_expand.engine.database import Connector
 from airflow_provider_expand.engine.errors import TransientError
 from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.store import Ledger
+from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
 from tests.engine.health.helpers import SPEC, Lines, make_products, rows_done, undone
 
 
@@ -126,4 +132,41 @@ def test_the_background_vacuum_keeps_the_table_from_doubling(
     assert f"{result.growth:.2f}x" in line and "VACUUM(s)" in line and "HOT of 150,000 row updates" in line, (
         line
     )
+    lines.close()
+
+
+def test_a_rollback_stops_a_partition_while_a_gate_holds_it(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
+) -> None:
+    make_products(pg_conn, 5_000)
+    lifecycle = Lifecycle(Ledger())
+    for event in (Event.EXPAND_STARTED, Event.EXPANDED):
+        lifecycle.move(pg_conn, "m", event)
+    lines = Lines("test.health.stop")
+    old = psycopg.connect(pg_dsn)
+    old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    old.execute("SELECT count(*) FROM products")
+    time.sleep(1.2)
+    health = HealthSettings(max_transaction_age=dt.timedelta(seconds=1), max_hold=dt.timedelta(minutes=5))
+    outcome: list[BaseException] = []
+
+    def backfill() -> None:
+        try:
+            run_backfill(pg_connect, SPEC, migration_id="m", log=lines.log, health=health)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=backfill, daemon=True)
+    try:
+        runner.start()
+        lines.wait_for("holding: transaction age", timeout=10)
+        lifecycle.move(pg_conn, "m", Event.ROLLBACK_STARTED)
+        asked = time.monotonic()
+        runner.join(20)
+        assert not runner.is_alive() and time.monotonic() - asked < 4
+    finally:
+        old.rollback()
+        old.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], BackfillStoppedError), outcome
+    assert "rolling back" in str(outcome[0]) and rows_done(pg_dsn) == 0
     lines.close()
