@@ -15,7 +15,7 @@ import psycopg
 from airflow_provider_expand.engine.health.units import format_size
 
 WINDOW = 5.0  # seconds of samples the rate is taken over
-MIN_SPAN = 0.5  # no verdict before this much time is covered (one check interval)
+MIN_SPAN = 0.4  # no verdict before this much time is covered (just under one check interval)
 
 
 class WalRateGate:
