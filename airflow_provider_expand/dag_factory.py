@@ -272,6 +272,7 @@ class _MigrationDag(ReleaseSteps):
                 "target_batch_time": fill.target_batch_time,
                 "pause": fill.pause,
                 "partitions": fill.partitions,
+                "health": self.spec.health.settings(fill.health).as_dict(),
                 "ledger_schema": self.spec.ledger_schema,
                 "dry_run": DRY_RUN,
             }

@@ -97,7 +97,8 @@ def test_the_example_migration_loads() -> None:
     assert spec.id == "products_title_to_name"
     assert spec.lock_timeout == dt.timedelta(seconds=2)
     assert spec.soak == dt.timedelta(hours=24)
-    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=100)
+    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=50)
+    assert spec.backfill[0].pause == dt.timedelta(0) and spec.backfill[0].health is None
     assert spec.backfill[0].step_name == "backfill:products"
     assert spec.indexes[0].step_name == "index:idx_products_name"
     assert spec.queues is not None and spec.queues.names == ("sync",)

@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.backfill.run import BackfillInputError, BackfillSpec, run_backfill
 from airflow_provider_expand.engine.errors import DatabaseStatementError
+from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.hooks.postgres import postgres_connector
@@ -71,9 +72,10 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
         where: str | None,
         key: str | Sequence[str] | None = None,
         batch_size: int | str = 10_000,
-        target_batch_time: timedelta = timedelta(milliseconds=100),
-        pause: timedelta = timedelta(milliseconds=100),
+        target_batch_time: timedelta = timedelta(milliseconds=50),
+        pause: timedelta = timedelta(0),
         partitions: int = 1,
+        health: dict[str, Any] | None = None,
         partition: int = 0,
         dry_run: bool | str = False,
         ledger_schema: str = DEFAULT_SCHEMA,
@@ -90,6 +92,7 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
         self.target_batch_time = target_batch_time
         self.pause = pause
         self.partitions = partitions
+        self.health = health
         self.partition = partition
         self.is_dry_run = dry_run
         self.ledger_schema = ledger_schema
@@ -106,6 +109,13 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
             pause=_duration(self.pause, "pause"),
             partitions=_whole(self.partitions, "partitions"),
         )
+
+    def health_settings(self) -> HealthSettings:
+        """The health gates' limits (``HealthSettings.as_dict`` from the DAG factory; None: the defaults)."""
+        try:
+            return HealthSettings.from_dict(self.health)
+        except (TypeError, ValueError) as exc:
+            raise BackfillInputError("health", str(exc)) from None
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
@@ -126,6 +136,7 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
                 partition=_whole(self.partition, "partition"),
                 dry_run=dry_run,
                 ledger=Ledger(self.ledger_schema),
+                health=self.health_settings(),
             )
         except (BackfillInputError, DatabaseStatementError) as exc:
             if not dry_run or (

@@ -20,6 +20,7 @@ from airflow_provider_expand.engine.soak import ContractWindow
 from airflow_provider_expand.spec.checks import STRICT, VerifySpec
 from airflow_provider_expand.spec.durations import Duration, PositiveDuration
 from airflow_provider_expand.spec.fragments import Assignments, Predicate
+from airflow_provider_expand.spec.health import BackfillHealthSpec, HealthSpec
 from airflow_provider_expand.spec.names import (
     ConnId,
     ContainerName,
@@ -192,9 +193,11 @@ class BackfillSpec(_Strict):
     key: KeyColumns | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
     # each batch holds its rows' locks this long: the worst wait it can add to an application write
-    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)
-    pause: Duration = dt.timedelta(milliseconds=100)
+    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=50)
+    # a fixed wait after every batch, on top of the health gates' feedback (none by default)
+    pause: Duration = dt.timedelta(0)
     partitions: int = Field(default=1, gt=0, le=64)
+    health: BackfillHealthSpec | None = None  # overrides keys of the top-level health:
 
     @property
     def step_name(self) -> str:
@@ -257,6 +260,7 @@ class MigrationSpec(_Strict):
     retries: int = Field(default=3, ge=0, le=50)
     retry_delay: PositiveDuration = dt.timedelta(seconds=30)
     preflight: PreflightSpec = PreflightSpec()
+    health: HealthSpec = HealthSpec()
     backup: BackupSpec | None = None
     queues: QueuesSpec | None = None
     expand: ExpandSource | None = None

@@ -56,8 +56,8 @@ class BackfillSpec:
     where: str | None
     key: str | tuple[str, ...] | None = None
     batch_size: int = 10_000
-    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=100)
-    pause: dt.timedelta = dt.timedelta(milliseconds=100)
+    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=50)
+    pause: dt.timedelta = dt.timedelta(0)
     partitions: int = 1
     min_batch_size: int | None = None
     max_batch_size: int | None = None

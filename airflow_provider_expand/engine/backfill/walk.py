@@ -19,7 +19,6 @@ and checkpoint committed, once a rollback has begun.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import math
@@ -44,11 +43,13 @@ from airflow_provider_expand.engine.backfill.errors import (
     BackfillSweepError,
 )
 from airflow_provider_expand.engine.backfill.key import Key, show_key
-from airflow_provider_expand.engine.backfill.pacing import BatchSizer
+from airflow_provider_expand.engine.backfill.pacing import BatchSizer, Pacer
 from airflow_provider_expand.engine.backfill.plan import BackfillSpec, Target
 from airflow_provider_expand.engine.backfill.progress import Progress
 from airflow_provider_expand.engine.backfill.ranges import KeyRange
 from airflow_provider_expand.engine.backfill.windows import batch_sql, fix_sql, read_key
+from airflow_provider_expand.engine.health.bloat import Vacuumer
+from airflow_provider_expand.engine.health.hold import Hold
 from airflow_provider_expand.engine.ledger.store import Ledger
 
 SWEEP_FIND_LIMIT = 10_000  # matching keys read per sweep round
@@ -79,13 +80,29 @@ class BackfillWalk:
         progress: Progress,
         log: logging.Logger,
         sleep: Callable[[float], None] = time.sleep,
+        table_oid: int | None = None,
+        hold: Hold | None = None,
+        vacuum: Vacuumer | None = None,
     ) -> None:
         self.conn, self.spec, self.target, self.ledger = conn, spec, target, ledger
         self.migration_id, self.part, self.key_range = migration_id, part, key_range
         self.progress, self.log, self.sleep = progress, log, sleep
         low, high = spec.batch_bounds
         self.sizer = BatchSizer(spec.batch_size, spec.target_batch_time, low, high)
+        self.pacer = Pacer(
+            self.sizer,
+            pause=spec.pause,
+            table_oid=table_oid,
+            label=progress.label,
+            log=log,
+            hold=hold,
+            vacuum=vacuum,
+            sleep=sleep,
+        )
         self.batches = BatchRunner(conn, spec.batch_statement_timeout, log=log, sleep=sleep)
+        self._last: Key | None = None  # the checkpoint the walk holds at, for a stop during a hold
+        if hold is not None:
+            hold.interrupt = lambda: self.check_stop(self._last)
         self.swept = 0
         self.splits = 0
         self._phase_read_at = -math.inf
@@ -140,7 +157,10 @@ class BackfillWalk:
         assert row is not None
         upto, updated, unfinished = read_key(row[0]), int(row[1]), row[2]
         self._refuse_unfinished(unfinished)
-        self._checkpoint(cur, upto if upto is not None else upper, updated)
+        self._last = upto if upto is not None else upper
+        with self.conn.pipeline():  # the checkpoint and the pacer's probe in one round trip, locks held
+            self._checkpoint(cur, self._last, updated)
+            self.pacer.probe(cur, updated)
         return upto, updated
 
     def _fix(self, cur: psycopg.Cursor[Any], keys: list[Key], last: Key | None) -> int:
@@ -266,12 +286,10 @@ class BackfillWalk:
                 pending.pop(0)
             seconds = time.monotonic() - started
             self.progress.batch(updated, size)
+            self.pacer.after_batch(self.conn, size, seconds, updated)
             if upto is None:  # that window ran to the end of the range
                 return upper
             last = upto
-            self.sizer.observe(size, seconds)
-            if self.spec.pause > dt.timedelta(0):
-                self.sleep(self.spec.pause.total_seconds())
 
     def _fix_keys(self, keys: list[Key], last: Key | None) -> int:
         """Sweep ``keys`` in one transaction, or in halves (recursively) when that fails on a row or hits
