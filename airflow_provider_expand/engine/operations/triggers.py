@@ -1,0 +1,260 @@
+"""The triggers that keep two versions of a column in step while old and new code run side by side.
+
+An operation that gives a column a new shape (``alter_column``, ``create_constraint``, ``add_column`` with
+``up``) keeps the old physical column for old code and a second physical column for new code, which the
+versioned schema's view shows under the final name. Each write must reach both: a ``BEFORE INSERT OR
+UPDATE`` row trigger computes the other column from the one its writer filled, with the migration's
+``up`` (old code wrote) or ``down`` (new code wrote) expression.
+
+**Which version wrote.** New code is a session whose ``search_path`` resolves unqualified table names to
+the migration's versioned schema, i.e. that schema comes before the table's own schema in
+``current_schemas(false)``; every other session (old code, the backfill, the DDL runner) is old code.
+That is exactly the condition under which the session sees the view rather than the table, so it is the
+condition under which its writes are new-shape writes; the docs tell new code to set ``search_path`` and
+use unqualified names. Unlike pgroll's exact comparison of the whole ``search_path`` string, extra schemas
+in the path (``versioned, public, extensions``) do not change the answer.
+
+**No recursion.** The triggers only assign to ``NEW``; they run no statement, so no write triggers another,
+and only one direction acts on a given write (the two writer checks are complements).
+
+**Only when the source changed.** On ``UPDATE`` the expression runs again only when a column it reads
+changed, so a nondeterministic ``up`` (pgroll's own example appends ``random()``) is not re-rolled by an
+unrelated update, and a value the other version wrote is not overwritten by a recomputation.
+
+Expressions reach PL/pgSQL as pglast's deparse of their parse tree (never the text as written), as one
+parenthesised scalar expression; each column of the writer's version is a PL/pgSQL variable named after
+that version's column, so an expression is written with the names its writer's code uses, as in pgroll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pglast import ast
+from pglast.enums import SetOperation
+from pglast.stream import RawStream
+from psycopg import sql
+
+from airflow_provider_expand.engine.statements import FragmentError, _walk, parse_fragment
+
+Writer = Literal["old", "new"]
+MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
+_PREFIX = "_expand_"
+
+
+class ExpressionError(ValueError):
+    """An ``up`` / ``down`` / ``check`` expression that is not one scalar SQL expression."""
+
+
+@dataclass(frozen=True)
+class Expression:
+    """One scalar SQL expression, parsed: ``text`` is the deparsed tree (what is ever run), ``columns``
+    the unqualified column names it reads."""
+
+    text: str
+    columns: frozenset[str]
+
+
+def parse_expression(source: str) -> Expression:
+    """``source`` as one scalar expression; pgroll's ``SELECT CASE ...`` style counts as a scalar subquery.
+
+    It is parsed as ``SELECT (<source>)`` and must stay exactly one target with no other clause, so a
+    ``)`` cannot close the parenthesis early and smuggle a ``FROM``, a second target or a second
+    statement into the trigger.
+    """
+    if not source or not source.strip():
+        raise ExpressionError("must be a SQL expression, not empty")
+    try:
+        node = parse_fragment(f"SELECT ({source})")
+    except FragmentError as exc:
+        raise ExpressionError(str(exc)) from exc
+    if node is None or not isinstance(node, ast.SelectStmt):
+        raise ExpressionError("must be one SQL expression, not several statements")
+    extra = [f for f in node if f not in {"targetList", "op", "all", "groupDistinct", "limitOption"}]
+    if (
+        any(getattr(node, f) for f in extra)
+        or node.op != SetOperation.SETOP_NONE
+        or not node.targetList
+        or len(node.targetList) != 1
+        or node.targetList[0].name
+    ):
+        raise ExpressionError("must be one SQL expression, without other clauses")
+    value = node.targetList[0].val
+    names = frozenset(
+        str(n.fields[0].sval)
+        for n in _walk(value)
+        if isinstance(n, ast.ColumnRef) and len(n.fields) == 1 and isinstance(n.fields[0], ast.String)
+    )
+    return Expression(text=f"({RawStream()(value)})", columns=names)
+
+
+def rename_columns(expression: Expression, renames: Mapping[str, str]) -> Expression:
+    """``expression`` with its unqualified references to ``renames``' keys pointing at their values:
+    a ``CHECK`` written for ``title`` placed on the temporary column that will become ``title``."""
+    node = parse_fragment(f"SELECT {expression.text}")
+    assert isinstance(node, ast.SelectStmt) and node.targetList  # it came from parse_expression
+    value = node.targetList[0].val
+    for ref in _walk(value):
+        if isinstance(ref, ast.ColumnRef) and len(ref.fields) == 1 and isinstance(ref.fields[0], ast.String):
+            name = str(ref.fields[0].sval)
+            if name in renames:
+                ref.fields = (ast.String(sval=renames[name]),)
+    return parse_expression(RawStream()(value))
+
+
+def bounded_name(*parts: str) -> str:
+    """``_expand_<parts joined by _>``, shortened with a digest when longer than PostgreSQL keeps, so two
+    long names never collide after truncation."""
+    name = _PREFIX + "_".join(parts)
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"
+
+
+def trigger_name(table: str, column: str, writer: Writer) -> str:
+    """The trigger (and its function) that fills ``column`` of ``table`` from ``writer``'s writes."""
+    direction = "up" if writer == "old" else "down"
+    return bounded_name(direction, table, column)
+
+
+def new_code_session(versioned_schema: str, table_schema: str) -> sql.Composable:
+    """True in a session whose unqualified names resolve to ``versioned_schema`` before ``table_schema``."""
+    return sql.SQL(
+        "coalesce(array_position(current_schemas(false), {v}::name)"
+        " < coalesce(array_position(current_schemas(false), {t}::name), 2147483647), false)"
+    ).format(v=sql.Literal(versioned_schema), t=sql.Literal(table_schema))
+
+
+@dataclass(frozen=True)
+class ColumnFill:
+    """Fill ``target`` (a physical column) with ``expression`` whenever ``writer``'s version writes a row.
+
+    ``columns`` maps every column name of the writer's version of the row to its physical column; the
+    expression is written with those names.
+    """
+
+    schema: str
+    table: str
+    target: str
+    expression: Expression
+    columns: Mapping[str, str]
+    writer: Writer
+    versioned_schema: str
+    name: str = ""
+
+    @property
+    def trigger(self) -> str:
+        return self.name or trigger_name(self.table, self.target, self.writer)
+
+
+def _dollar_tag(body: str) -> str:
+    n = 0
+    while f"$expand{n}$" in body:
+        n += 1
+    return f"$expand{n}$"
+
+
+def create_fill(fill: ColumnFill) -> list[str]:
+    """The two statements (function, trigger) that install ``fill``; both idempotent (``OR REPLACE``)."""
+    table = sql.Identifier(fill.schema, fill.table)
+    declare = sql.SQL("\n").join(
+        sql.SQL("  {var} {table}.{phys}%TYPE := NEW.{phys};").format(
+            var=sql.Identifier(name), table=table, phys=sql.Identifier(physical)
+        )
+        for name, physical in fill.columns.items()
+    )
+    is_new = new_code_session(fill.versioned_schema, fill.schema)
+    who = is_new if fill.writer == "new" else sql.SQL("NOT {}").format(is_new)
+    sources = sorted(fill.columns[c] for c in fill.expression.columns if c in fill.columns)
+    if sources:
+        new_row = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in sources)
+        old_row = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in sources)
+        changed = sql.SQL("TG_OP = 'INSERT' OR ROW({}) IS DISTINCT FROM ROW({})").format(new_row, old_row)
+    else:
+        changed = sql.SQL("TG_OP = 'INSERT'")
+    body = sql.SQL(
+        "\nDECLARE\n{declare}\nBEGIN\n"
+        "  IF {who} AND ({changed}) THEN\n"
+        "    NEW.{target} := {expression};\n"
+        "  END IF;\n"
+        "  RETURN NEW;\n"
+        "END\n"
+    ).format(
+        declare=declare,
+        who=who,
+        changed=changed,
+        target=sql.Identifier(fill.target),
+        expression=sql.SQL(fill.expression.text),  # the deparsed tree, never the text as written
+    )
+    body_text = body.as_string(None)
+    tag = _dollar_tag(body_text)
+    function = sql.Identifier(fill.schema, fill.trigger)
+    create_function = (
+        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS ")
+        .format(function)
+        .as_string(None)
+        + f"{tag}{body_text}{tag}"
+    )
+    create_trigger = (
+        sql.SQL(
+            "CREATE OR REPLACE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
+        )
+        .format(name=sql.Identifier(fill.trigger), table=table, function=function)
+        .as_string(None)
+    )
+    return [create_function, create_trigger]
+
+
+def drop_fill(schema: str, table: str, trigger: str) -> list[str]:
+    """The statements that remove a fill: the trigger, then its function (both ``IF EXISTS``)."""
+    return [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}")
+        .format(sql.Identifier(trigger), sql.Identifier(schema, table))
+        .as_string(None),
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, trigger)).as_string(None),
+    ]
+
+
+def fill_from_old_code(
+    *,
+    schema: str,
+    table: str,
+    column: str,
+    up: Expression,
+    old_columns: Mapping[str, str],
+    versioned_schema: str,
+) -> ColumnFill:
+    """A column new code sees, filled from old code's writes by ``up`` (``add_column`` with ``up``): old code
+    does not know the column, so each of its inserts and updates computes it from the old row."""
+    return ColumnFill(
+        schema=schema,
+        table=table,
+        target=column,
+        expression=up,
+        columns=old_columns,
+        writer="old",
+        versioned_schema=versioned_schema,
+    )
+
+
+def duplicate_fills(
+    *,
+    schema: str,
+    table: str,
+    old_column: str,
+    new_column: str,
+    up: Expression,
+    down: Expression,
+    old_columns: Mapping[str, str],
+    new_columns: Mapping[str, str],
+    versioned_schema: str,
+) -> tuple[ColumnFill, ColumnFill]:
+    """Both directions for a duplicated column: old code's writes fill ``new_column`` by ``up`` (written with
+    ``old_columns``' names), new code's writes fill ``old_column`` by ``down`` (``new_columns``' names)."""
+    upward = ColumnFill(schema, table, new_column, up, old_columns, "old", versioned_schema)
+    downward = ColumnFill(schema, table, old_column, down, new_columns, "new", versioned_schema)
+    return upward, downward
