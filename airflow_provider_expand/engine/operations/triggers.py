@@ -77,18 +77,23 @@ def parse_expression(source: str) -> Expression:
     if (
         any(getattr(node, f) for f in extra)
         or node.op != SetOperation.SETOP_NONE
-        or not node.targetList
+        or node.targetList is None
         or len(node.targetList) != 1
         or node.targetList[0].name
     ):
         raise ExpressionError("must be one SQL expression, without other clauses")
     value = node.targetList[0].val
-    names = frozenset(
-        str(n.fields[0].sval)
-        for n in _walk(value)
-        if isinstance(n, ast.ColumnRef) and len(n.fields) == 1 and isinstance(n.fields[0], ast.String)
-    )
+    names = frozenset(name for n in _walk(value) if (name := _plain_column(n)) is not None)
     return Expression(text=f"({RawStream()(value)})", columns=names)
+
+
+def _plain_column(node: object) -> str | None:
+    """The name of an unqualified column reference (``title``, not ``posts.title``), else None."""
+    if isinstance(node, ast.ColumnRef) and node.fields and len(node.fields) == 1:
+        field = node.fields[0]
+        if isinstance(field, ast.String):
+            return str(field.sval)
+    return None
 
 
 def rename_columns(expression: Expression, renames: Mapping[str, str]) -> Expression:
@@ -98,10 +103,9 @@ def rename_columns(expression: Expression, renames: Mapping[str, str]) -> Expres
     assert isinstance(node, ast.SelectStmt) and node.targetList  # it came from parse_expression
     value = node.targetList[0].val
     for ref in _walk(value):
-        if isinstance(ref, ast.ColumnRef) and len(ref.fields) == 1 and isinstance(ref.fields[0], ast.String):
-            name = str(ref.fields[0].sval)
-            if name in renames:
-                ref.fields = (ast.String(sval=renames[name]),)
+        name = _plain_column(ref)
+        if name is not None and name in renames:
+            ref.fields = (ast.String(sval=renames[name]),)
     return parse_expression(RawStream()(value))
 
 
@@ -170,6 +174,7 @@ def create_fill(fill: ColumnFill) -> list[str]:
     is_new = new_code_session(fill.versioned_schema, fill.schema)
     who = is_new if fill.writer == "new" else sql.SQL("NOT {}").format(is_new)
     sources = sorted(fill.columns[c] for c in fill.expression.columns if c in fill.columns)
+    changed: sql.Composable
     if sources:
         new_row = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in sources)
         old_row = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in sources)

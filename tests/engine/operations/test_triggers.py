@@ -31,7 +31,7 @@ def _install(conn: psycopg.Connection) -> None:
     )
     for fill in (up, down):
         for statement in triggers.create_fill(fill):
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 def test_each_version_sees_the_others_writes(pg_conn: psycopg.Connection, pg_dsn: str) -> None:
@@ -60,11 +60,13 @@ def test_each_version_sees_the_others_writes(pg_conn: psycopg.Connection, pg_dsn
 
 def test_drop_fill_removes_trigger_and_function(pg_conn: psycopg.Connection) -> None:
     _install(pg_conn)
-    for column, writer in (("_expand_new_rating", "old"), ("rating", "new")):
-        for statement in triggers.drop_fill(
-            "public", "reviews", triggers.trigger_name("reviews", column, writer)
-        ):  # type: ignore[arg-type]
-            pg_conn.execute(statement)  # type: ignore[arg-type]
+    names = [
+        triggers.trigger_name("reviews", "_expand_new_rating", "old"),
+        triggers.trigger_name("reviews", "rating", "new"),
+    ]
+    for name in names:
+        for statement in triggers.drop_fill("public", "reviews", name):
+            pg_conn.execute(statement)
     assert pg_conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (0,)
     assert pg_conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_expand\\_%'").fetchone() == (
         0,
@@ -84,7 +86,7 @@ def test_fill_from_old_code_only_acts_for_old_code(pg_conn: psycopg.Connection, 
         versioned_schema=V,
     )
     for statement in triggers.create_fill(fill):
-        pg_conn.execute(statement)  # type: ignore[arg-type]
+        pg_conn.execute(statement)
     with psycopg.connect(pg_dsn, autocommit=True) as new:
         new.execute(f"SET search_path = {V}, public")
         pg_conn.execute("INSERT INTO users (id, name) VALUES (1, 'Ann')")
