@@ -17,6 +17,12 @@ in the path (``versioned, public, extensions``) do not change the answer.
 **No recursion.** The triggers only assign to ``NEW``; they run no statement, so no write triggers another,
 and only one direction acts on a given write (the two writer checks are complements).
 
+**Rows the backfill has not reached.** The table's marker column (the planner's "needs backfill" flag)
+says which rows still hold no new-shape value. An up fill computes it for such a row whenever any version
+touches it (unless new code wrote the column itself), then clears the flag, so a new-code update of an
+old row never meets an empty column (a ``NOT NULL`` check on it would refuse the write), and the backfill
+skips every row written since the expand.
+
 **Only when the source changed.** On ``UPDATE`` the expression runs again only when a column it reads
 changed, so a nondeterministic ``up`` (pgroll's own example appends ``random()``) is not re-rolled by an
 unrelated update, and a value the other version wrote is not overwritten by a recomputation.
@@ -138,7 +144,9 @@ class ColumnFill:
     """Fill ``target`` (a physical column) with ``expression`` whenever ``writer``'s version writes a row.
 
     ``columns`` maps every column name of the writer's version of the row to its physical column; the
-    expression is written with those names.
+    expression is written with those names. ``marker`` is the table's "not yet backfilled" flag column:
+    an old-code fill (``up``) also fills the rows the backfill has not reached yet when any version
+    touches them, and clears the flag, so a row is complete after every write.
     """
 
     schema: str
@@ -148,6 +156,7 @@ class ColumnFill:
     columns: Mapping[str, str]
     writer: Writer
     versioned_schema: str
+    marker: str | None = None
     name: str = ""
 
     @property
@@ -162,8 +171,46 @@ def _dollar_tag(body: str) -> str:
     return f"$expand{n}$"
 
 
+def _changed(physical: list[str]) -> sql.Composable:
+    """True when one of ``physical`` differs between OLD and NEW (always on INSERT)."""
+    if not physical:
+        return sql.SQL("TG_OP = 'INSERT'")
+    new_row = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in physical)
+    old_row = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in physical)
+    return sql.SQL("TG_OP = 'INSERT' OR ROW({}) IS DISTINCT FROM ROW({})").format(new_row, old_row)
+
+
+def _body(fill: ColumnFill) -> sql.Composable:
+    target = sql.Identifier(fill.target)
+    assign = sql.SQL("NEW.{} := {};").format(target, sql.SQL(fill.expression.text))  # the deparsed tree
+    is_new = new_code_session(fill.versioned_schema, fill.schema)
+    changed = _changed(sorted(fill.columns[c] for c in fill.expression.columns if c in fill.columns))
+    if fill.writer == "new":
+        return sql.SQL("  IF {is_new} AND ({changed}) THEN\n    {assign}\n  END IF;\n").format(
+            is_new=is_new, changed=changed, assign=assign
+        )
+    if fill.marker is None:
+        return sql.SQL("  IF NOT {is_new} AND ({changed}) THEN\n    {assign}\n  END IF;\n").format(
+            is_new=is_new, changed=changed, assign=assign
+        )
+    marker = sql.Identifier(fill.marker)
+    return sql.SQL(
+        "  IF NOT {is_new} THEN\n"
+        "    IF {changed} OR OLD.{marker} THEN\n      {assign}\n    END IF;\n"
+        "  ELSIF TG_OP = 'UPDATE' AND OLD.{marker} AND NEW.{target} IS NOT DISTINCT FROM OLD.{target} THEN\n"
+        "    -- new code touched a row the backfill has not reached: fill it as the backfill would\n"
+        "    {assign}\n"
+        "  END IF;\n"
+        "  NEW.{marker} := false;\n"
+    ).format(is_new=is_new, changed=changed, assign=assign, marker=marker, target=target)
+
+
 def create_fill(fill: ColumnFill) -> list[str]:
-    """The two statements (function, trigger) that install ``fill``; both idempotent (``OR REPLACE``)."""
+    """The two statements (function, trigger) that install ``fill``; both idempotent (``OR REPLACE``).
+
+    Triggers fire in name order, so every ``_expand_down_*`` runs before every ``_expand_up_*``: a new-code
+    write reaches the old column first, and only then may an up fill complete a row not yet backfilled.
+    """
     table = sql.Identifier(fill.schema, fill.table)
     declare = sql.SQL("\n").join(
         sql.SQL("  {var} {table}.{phys}%TYPE := NEW.{phys};").format(
@@ -171,47 +218,18 @@ def create_fill(fill: ColumnFill) -> list[str]:
         )
         for name, physical in fill.columns.items()
     )
-    is_new = new_code_session(fill.versioned_schema, fill.schema)
-    who = is_new if fill.writer == "new" else sql.SQL("NOT {}").format(is_new)
-    sources = sorted(fill.columns[c] for c in fill.expression.columns if c in fill.columns)
-    changed: sql.Composable
-    if sources:
-        new_row = sql.SQL(", ").join(sql.SQL("NEW.{}").format(sql.Identifier(c)) for c in sources)
-        old_row = sql.SQL(", ").join(sql.SQL("OLD.{}").format(sql.Identifier(c)) for c in sources)
-        changed = sql.SQL("TG_OP = 'INSERT' OR ROW({}) IS DISTINCT FROM ROW({})").format(new_row, old_row)
-    else:
-        changed = sql.SQL("TG_OP = 'INSERT'")
-    body = sql.SQL(
-        "\nDECLARE\n{declare}\nBEGIN\n"
-        "  IF {who} AND ({changed}) THEN\n"
-        "    NEW.{target} := {expression};\n"
-        "  END IF;\n"
-        "  RETURN NEW;\n"
-        "END\n"
-    ).format(
-        declare=declare,
-        who=who,
-        changed=changed,
-        target=sql.Identifier(fill.target),
-        expression=sql.SQL(fill.expression.text),  # the deparsed tree, never the text as written
+    body = sql.SQL("\nDECLARE\n{declare}\nBEGIN\n{body}  RETURN NEW;\nEND\n").format(
+        declare=declare, body=_body(fill)
     )
     body_text = body.as_string(None)
     tag = _dollar_tag(body_text)
     function = sql.Identifier(fill.schema, fill.trigger)
-    create_function = (
-        sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS ")
-        .format(function)
-        .as_string(None)
-        + f"{tag}{body_text}{tag}"
-    )
-    create_trigger = (
-        sql.SQL(
-            "CREATE OR REPLACE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {function}()"
-        )
-        .format(name=sql.Identifier(fill.trigger), table=table, function=function)
-        .as_string(None)
-    )
-    return [create_function, create_trigger]
+    header = sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS ").format(function)
+    create_trigger = sql.SQL(
+        "CREATE OR REPLACE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION {function}()"
+    ).format(name=sql.Identifier(fill.trigger), table=table, function=function)
+    return [header.as_string(None) + f"{tag}{body_text}{tag}", create_trigger.as_string(None)]
 
 
 def drop_fill(schema: str, table: str, trigger: str) -> list[str]:
@@ -232,9 +250,11 @@ def fill_from_old_code(
     up: Expression,
     old_columns: Mapping[str, str],
     versioned_schema: str,
+    marker: str | None,
 ) -> ColumnFill:
     """A column new code sees, filled from old code's writes by ``up`` (``add_column`` with ``up``): old code
-    does not know the column, so each of its inserts and updates computes it from the old row."""
+    does not know the column, so each of its inserts and updates computes it from the old row; with the
+    table's backfill ``marker``, a row new code updates before the backfill reached it is filled too."""
     return ColumnFill(
         schema=schema,
         table=table,
@@ -243,6 +263,7 @@ def fill_from_old_code(
         columns=old_columns,
         writer="old",
         versioned_schema=versioned_schema,
+        marker=marker,
     )
 
 
@@ -257,9 +278,10 @@ def duplicate_fills(
     old_columns: Mapping[str, str],
     new_columns: Mapping[str, str],
     versioned_schema: str,
+    marker: str | None,
 ) -> tuple[ColumnFill, ColumnFill]:
     """Both directions for a duplicated column: old code's writes fill ``new_column`` by ``up`` (written with
     ``old_columns``' names), new code's writes fill ``old_column`` by ``down`` (``new_columns``' names)."""
-    upward = ColumnFill(schema, table, new_column, up, old_columns, "old", versioned_schema)
+    upward = ColumnFill(schema, table, new_column, up, old_columns, "old", versioned_schema, marker)
     downward = ColumnFill(schema, table, old_column, down, new_columns, "new", versioned_schema)
     return upward, downward

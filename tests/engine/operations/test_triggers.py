@@ -9,11 +9,14 @@ from airflow_provider_expand.engine.operations import triggers
 from airflow_provider_expand.engine.operations.triggers import ExpressionError, parse_expression
 
 V = "v_retype"
+MARKER = "_expand_needs_backfill"
 
 
 def _install(conn: psycopg.Connection) -> None:
     conn.execute("CREATE TABLE reviews (id int PRIMARY KEY, product text, rating text)")
+    conn.execute("INSERT INTO reviews VALUES (10, 'old row', '2'), (11, 'old row', '3')")  # before the expand
     conn.execute("ALTER TABLE reviews ADD COLUMN _expand_new_rating integer")
+    conn.execute(f"ALTER TABLE reviews ADD COLUMN {MARKER} boolean DEFAULT true")
     conn.execute(f"CREATE SCHEMA {V}")
     conn.execute(
         f"CREATE VIEW {V}.reviews AS SELECT id, product, _expand_new_rating AS rating FROM public.reviews"
@@ -28,6 +31,7 @@ def _install(conn: psycopg.Connection) -> None:
         old_columns={"id": "id", "product": "product", "rating": "rating"},
         new_columns={"id": "id", "product": "product", "rating": "_expand_new_rating"},
         versioned_schema=V,
+        marker=MARKER,
     )
     for fill in (up, down):
         for statement in triggers.create_fill(fill):
@@ -56,6 +60,14 @@ def test_each_version_sees_the_others_writes(pg_conn: psycopg.Connection, pg_dsn
         old.execute(f"SET search_path = public, {V}")
         old.execute("UPDATE reviews SET rating = '5' WHERE id = 2")
         assert new.execute("SELECT rating FROM reviews WHERE id = 2").fetchone() == (5,)
+        # rows written since the expand need no backfill; rows from before do until a version touches them
+        marked = old.execute(f"SELECT id FROM reviews WHERE {MARKER} ORDER BY id").fetchall()
+        assert marked == [(10,), (11,)]
+        new.execute("UPDATE reviews SET product = 'touched' WHERE id = 10")  # new code, column not set
+        old.execute("UPDATE reviews SET product = 'touched' WHERE id = 11")  # old code
+        rows = new.execute(f"SELECT id, rating, {MARKER} FROM public.reviews WHERE id >= 10 ORDER BY id")
+        assert rows.fetchall() == [(10, "2", False), (11, "3", False)]
+        assert new.execute("SELECT rating FROM reviews WHERE id >= 10 ORDER BY id").fetchall() == [(2,), (3,)]
 
 
 def test_drop_fill_removes_trigger_and_function(pg_conn: psycopg.Connection) -> None:
@@ -84,6 +96,7 @@ def test_fill_from_old_code_only_acts_for_old_code(pg_conn: psycopg.Connection, 
         up=parse_expression("lower(name) || '$expand0$'"),  # a dollar tag inside the body picks another
         old_columns={"id": "id", "name": "name"},
         versioned_schema=V,
+        marker=None,
     )
     for statement in triggers.create_fill(fill):
         pg_conn.execute(statement)
