@@ -44,9 +44,10 @@ from pglast.enums import SetOperation
 from pglast.stream import RawStream
 from psycopg import sql
 
+from airflow_provider_expand.engine.operations.base import MARKER_COLUMN, PlanContext
 from airflow_provider_expand.engine.statements import FragmentError, _walk, parse_fragment
 
-Writer = Literal["old", "new"]
+Direction = Literal["up", "down"]  # up: old code wrote, fill the new column; down: new code wrote
 MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
 _PREFIX = "_expand_"
 
@@ -125,10 +126,14 @@ def bounded_name(*parts: str) -> str:
     return f"{name[: MAX_IDENTIFIER - 9]}_{digest}"
 
 
-def trigger_name(table: str, column: str, writer: Writer) -> str:
-    """The trigger (and its function) that fills ``column`` of ``table`` from ``writer``'s writes."""
-    direction = "up" if writer == "old" else "down"
+def trigger_name(direction: Direction, table: str, column: str) -> str:
+    """The trigger (and its function) that fills ``column`` of ``table``: ``_expand_<direction>_<t>_<c>``."""
     return bounded_name(direction, table, column)
+
+
+def new_code_test(ctx: PlanContext) -> str:
+    """The PL/pgSQL condition true in a session of the new code (see the module docstring)."""
+    return new_code_session(ctx.version_schema, ctx.schema).as_string(None)
 
 
 def new_code_session(versioned_schema: str, table_schema: str) -> sql.Composable:
@@ -141,7 +146,7 @@ def new_code_session(versioned_schema: str, table_schema: str) -> sql.Composable
 
 @dataclass(frozen=True)
 class ColumnFill:
-    """Fill ``target`` (a physical column) with ``expression`` whenever ``writer``'s version writes a row.
+    """Fill ``target`` (a physical column) with ``expression`` on the writes ``direction`` stands for.
 
     ``columns`` maps every column name of the writer's version of the row to its physical column; the
     expression is written with those names. ``marker`` is the table's "not yet backfilled" flag column:
@@ -154,14 +159,13 @@ class ColumnFill:
     target: str
     expression: Expression
     columns: Mapping[str, str]
-    writer: Writer
+    direction: Direction
     versioned_schema: str
     marker: str | None = None
-    name: str = ""
 
     @property
     def trigger(self) -> str:
-        return self.name or trigger_name(self.table, self.target, self.writer)
+        return trigger_name(self.direction, self.table, self.target)
 
 
 def _dollar_tag(body: str) -> str:
@@ -185,7 +189,7 @@ def _body(fill: ColumnFill) -> sql.Composable:
     assign = sql.SQL("NEW.{} := {};").format(target, sql.SQL(fill.expression.text))  # the deparsed tree
     is_new = new_code_session(fill.versioned_schema, fill.schema)
     changed = _changed(sorted(fill.columns[c] for c in fill.expression.columns if c in fill.columns))
-    if fill.writer == "new":
+    if fill.direction == "down":
         return sql.SQL("  IF {is_new} AND ({changed}) THEN\n    {assign}\n  END IF;\n").format(
             is_new=is_new, changed=changed, assign=assign
         )
@@ -261,7 +265,7 @@ def fill_from_old_code(
         target=column,
         expression=up,
         columns=old_columns,
-        writer="old",
+        direction="up",
         versioned_schema=versioned_schema,
         marker=marker,
     )
@@ -282,6 +286,51 @@ def duplicate_fills(
 ) -> tuple[ColumnFill, ColumnFill]:
     """Both directions for a duplicated column: old code's writes fill ``new_column`` by ``up`` (written with
     ``old_columns``' names), new code's writes fill ``old_column`` by ``down`` (``new_columns``' names)."""
-    upward = ColumnFill(schema, table, new_column, up, old_columns, "old", versioned_schema, marker)
-    downward = ColumnFill(schema, table, old_column, down, new_columns, "new", versioned_schema)
+    upward = ColumnFill(schema, table, new_column, up, old_columns, "up", versioned_schema, marker)
+    downward = ColumnFill(schema, table, old_column, down, new_columns, "down", versioned_schema)
     return upward, downward
+
+
+@dataclass(frozen=True)
+class TriggerSQL:
+    """The statements that create a fill's trigger and function (one transaction group), and drop them."""
+
+    name: str
+    create: tuple[str, ...]
+    drop: tuple[str, ...]
+
+
+def fill_sql(fill: ColumnFill) -> TriggerSQL:
+    return TriggerSQL(
+        fill.trigger, tuple(create_fill(fill)), tuple(drop_fill(fill.schema, fill.table, fill.trigger))
+    )
+
+
+def column_trigger(
+    ctx: PlanContext,
+    *,
+    table: str,
+    column: str,
+    expression: str,
+    direction: Direction,
+    variables: Mapping[str, str],
+    marker: str | None = MARKER_COLUMN,
+) -> TriggerSQL:
+    """A ``BEFORE INSERT OR UPDATE`` row trigger on ``table`` (physical, in ``ctx.schema``) that sets
+    ``column`` (physical) to ``expression`` for the writes ``direction`` stands for.
+
+    ``variables`` maps each name ``expression`` may use to the physical column it reads. An ``up`` trigger
+    uses the table's backfill ``marker`` (the planner adds it with the backfill the operation requests;
+    pass None when there is none). Raises :class:`ExpressionError` for an expression that is not one.
+    """
+    fill = ColumnFill(
+        schema=ctx.schema,
+        table=table,
+        target=column,
+        expression=parse_expression(expression),
+        columns=variables,
+        direction=direction,
+        versioned_schema=ctx.version_schema,
+        marker=marker if direction == "up" else None,
+    )
+    return fill_sql(fill)

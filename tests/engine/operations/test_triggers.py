@@ -73,8 +73,8 @@ def test_each_version_sees_the_others_writes(pg_conn: psycopg.Connection, pg_dsn
 def test_drop_fill_removes_trigger_and_function(pg_conn: psycopg.Connection) -> None:
     _install(pg_conn)
     names = [
-        triggers.trigger_name("reviews", "_expand_new_rating", "old"),
-        triggers.trigger_name("reviews", "rating", "new"),
+        triggers.trigger_name("up", "reviews", "_expand_new_rating"),
+        triggers.trigger_name("down", "reviews", "rating"),
     ]
     for name in names:
         for statement in triggers.drop_fill("public", "reviews", name):
@@ -128,6 +128,6 @@ def test_expression_is_deparsed_and_its_columns_known() -> None:
 
 
 def test_long_names_stay_distinct() -> None:
-    a = triggers.trigger_name("t" * 60, "a" * 30, "old")
-    b = triggers.trigger_name("t" * 60, "a" * 29 + "b", "old")
+    a = triggers.trigger_name("up", "t" * 60, "a" * 30)
+    b = triggers.trigger_name("up", "t" * 60, "a" * 29 + "b")
     assert len(a) <= 63 and len(b) <= 63 and a != b
