@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
+from airflow_provider_expand.engine.operations.base import Fields, PlanContext
+from airflow_provider_expand.engine.operations.errors import OperationError
 from airflow_provider_expand.engine.soak import ContractWindow
 from airflow_provider_expand.spec.checks import STRICT, VerifySpec
 from airflow_provider_expand.spec.durations import Duration, PositiveDuration
@@ -25,6 +27,13 @@ from airflow_provider_expand.spec.names import (
     QualifiedName,
     QueueName,
 )
+
+from airflow_provider_expand.spec.operations import _EntryBase, entry_model
+
+if TYPE_CHECKING:
+    OperationEntry = _EntryBase
+else:
+    OperationEntry = entry_model()
 
 SqlPhase = Literal["expand", "contract", "rollback"]
 SQL_PHASES: tuple[SqlPhase, ...] = ("expand", "contract", "rollback")
@@ -240,6 +249,8 @@ class MigrationSpec(_Strict):
     contract_window: str | None = None
     rollback: SqlFile | None = None
     verify: tuple[VerifySpec, ...] = ()
+    # pgroll's vocabulary instead of the expand/contract/rollback files (docs/operations.md)
+    operations: tuple[OperationEntry, ...] = ()
     ledger_schema: Identifier = DEFAULT_SCHEMA
     tags: tuple[str, ...] = ()
 
@@ -289,14 +300,46 @@ class MigrationSpec(_Strict):
 
     @_model_validator(mode="after")
     def _something_to_do(self) -> MigrationSpec:
-        if self.expand is None and not self.backfill and not self.indexes and self.contract is None:
-            raise ValueError("nothing to do: give at least one of expand, backfill, indexes, contract")
+        if self.operations:
+            self._check_operations()
+        elif self.expand is None and not self.backfill and not self.indexes and self.contract is None:
+            raise ValueError(
+                "nothing to do: give at least one of operations, expand, backfill, indexes, contract"
+            )
         files = [(p, f) for p in SQL_PHASES if (f := self._file_name(p))]
         for i, (phase, name) in enumerate(files):
             for other, other_name in files[i + 1 :]:
                 if Path(name) == Path(other_name):
                     raise ValueError(f"{phase} and {other} both name {name}; each phase needs its own file")
         return self
+
+    def _check_operations(self) -> None:
+        """One or the other: operations, or the phase files; and what can be judged without a database."""
+        given = [k for k in ("expand", "contract", "rollback") if getattr(self, k) is not None]
+        if given:
+            raise ValueError(
+                f"operations: give operations or {'/'.join(given)}, not both (operations generate every phase)"
+            )
+        from airflow_provider_expand.engine.operations.planner import build_operations, check_isolation
+
+        ops = build_operations(self.operation_entries(), self.plan_context())
+        try:
+            check_isolation(ops)
+        except OperationError as exc:
+            raise ValueError(exc.located) from exc
+        taken = {b.table for b in self.backfill} | {i.name for i in self.indexes}
+        for op in ops:
+            for name in (*op.backfill_tables(), *op.index_names()):
+                if name in taken:
+                    raise ValueError(f"{op.label}: {name}: also listed under backfill/indexes; list it once")
+
+    def operation_entries(self) -> list[tuple[str, Fields]]:
+        """The ``operations`` list as (pgroll name, fields)."""
+        return [entry.entry() for entry in self.operations]
+
+    def plan_context(self, schema: str = "public") -> PlanContext:
+        """What the operations plan with: the version schema is named after the migration."""
+        return PlanContext(migration_id=self.id, schema=schema, source=f"{self.folder.name}/migration.yaml")
 
     # -- helpers for the DAG factory, the linter and the CLI --------------------------------------
 

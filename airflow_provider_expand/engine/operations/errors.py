@@ -22,8 +22,9 @@ class OperationError(DefinitiveError):
         table: str | None = None,
         column: str | None = None,
     ) -> None:
-        where = f"{source}: operations[{index}].{operation}" + (f".{field}" if field else "")
-        super().__init__(f"{where}: {message}")
+        where = f"operations[{index}]" + (f".{operation}" if operation else "") + (f".{field}" if field else "")
+        super().__init__(f"{source}: {where}: {message}")
+        self.located = f"{where}: {message}"  # without the file, for the spec loader (which adds it)
         self.message = message
         self.index, self.operation, self.field, self.source = index, operation, field, source
         self.table, self.column = table, column

@@ -95,6 +95,7 @@ class MigrationPlan:
     contract: tuple[Group, ...] = ()
     rollback: tuple[Group, ...] = ()
     operations: tuple[OperationPlan, ...] = field(default=())
+    refresh_views: bool = False  # an isolated ``sql`` operation: the views are read from the catalog after it
 
     def phase(self, phase: Phase) -> tuple[Group, ...]:
         groups: tuple[Group, ...] = getattr(self, phase)

@@ -19,9 +19,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-ConstraintType = Literal[
-    "p", "u", "c", "f", "x"
-]  # pg_constraint.contype: primary, unique, check, fk, exclude
+VERSION_SCHEMA_COMMENT = "airflow-expand version schema"  # COMMENT ON SCHEMA of every version schema
+ConstraintType = Literal["p", "u", "c", "f", "x"]  # pg_constraint.contype: primary, unique, check, fk, exclude
 
 
 @dataclass
@@ -102,6 +101,7 @@ class Schema:
     name: str = "public"
     tables: dict[str, Table] = field(default_factory=dict)
     schemas: tuple[str, ...] = ()  # every schema of the database (a version schema must not take one)
+    version_schemas: tuple[str, ...] = ()  # the version schemas of earlier migrations over this schema
 
     def table(self, name: str) -> Table | None:
         return self.tables.get(name)
@@ -152,7 +152,12 @@ class Schema:
                 k: Index(**{**i, "columns": tuple(i["columns"])}) for k, i in raw["indexes"].items()
             }
             tables[key] = Table(**raw)
-        return cls(name=data["name"], tables=tables, schemas=tuple(data.get("schemas", ())))
+        return cls(
+            name=data["name"],
+            tables=tables,
+            schemas=tuple(data.get("schemas", ())),
+            version_schemas=tuple(data.get("version_schemas", ())),
+        )
 
 
 _TABLES = """
@@ -239,5 +244,17 @@ def read_schema(conn: psycopg.Connection, name: str = "public") -> Schema:
                     primary=row["primary"],
                     constraint=row["constraint"],
                 )
-        schemas = tuple(r["nspname"] for r in cur.execute("SELECT nspname FROM pg_namespace ORDER BY 1"))
-    return Schema(name=name, tables={t.name: t for t in by_oid.values()}, schemas=schemas)
+        rows = cur.execute(
+            "SELECT nspname, obj_description(oid, 'pg_namespace') AS comment FROM pg_namespace ORDER BY 1"
+        ).fetchall()
+    versions = tuple(
+        r["nspname"]
+        for r in rows
+        if (r["comment"] or "").startswith(VERSION_SCHEMA_COMMENT) and (r["comment"] or "").endswith(f" over {name}")
+    )
+    return Schema(
+        name=name,
+        tables={t.name: t for t in by_oid.values()},
+        schemas=tuple(r["nspname"] for r in rows),
+        version_schemas=versions,
+    )
