@@ -132,6 +132,8 @@ class Duplication:
         for c in self.columns:
             shape, type_ = c.shape, c.shape.type or c.old.type
             default = shape.default if shape.default_set else c.old.default
+            if not shape.default_set and default is not None and shape.type is not None:
+                default = f"CAST(({default}) AS {shape.type})"  # the old default, in the new type
             comment = shape.comment if shape.comment_set else c.old.comment
             self.expand_sql.append(f"ALTER TABLE {qualified} ADD COLUMN {ident(c.temporary)} {type_}")
             if default is not None:  # after ADD COLUMN, so a volatile default never rewrites the table
@@ -218,6 +220,17 @@ class Duplication:
                     f"constraint {con.name!r} ({con.definition}) covers a column this operation replaces in "
                     f"table {before.name!r}; only CHECK, UNIQUE and FOREIGN KEY constraints can be carried over",
                     table=before.name,
+                )
+            retyped = [c.old.name for c in self.columns if c.shape.type and c.old.physical in con.columns]
+            if con.type == "c" and retyped:
+                raise op.fail(
+                    errors.UnsupportedError,
+                    "type",
+                    f"check constraint {con.name!r} ({con.definition}) covers column {retyped[0]!r} of table "
+                    f"{before.name!r}, whose type changes, so it may not hold for the new type; drop it first "
+                    "(drop_constraint) and create it for the new type after (create_constraint)",
+                    table=before.name,
+                    column=retyped[0],
                 )
             temporary = bounded_name("c", con.name)
             statement, node = _constraint_statement(qualified, temporary, con.definition)
