@@ -12,7 +12,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -107,11 +107,11 @@ def versions(dsn: str, migration: MigrationPlan) -> Iterator[tuple[psycopg.Conne
         yield old, new
 
 
-def together(*writers: Callable[[], None]) -> None:
+def together(*writers: Callable[[], object]) -> None:
     """Run the writers at the same time (one thread each); re-raise the first failure."""
     failures: list[BaseException] = []
 
-    def run(writer: Callable[[], None]) -> None:
+    def run(writer: Callable[[], object]) -> None:
         try:
             writer()
         except BaseException as exc:  # handed to the test thread
@@ -143,3 +143,41 @@ def reference(pg_server_dsn: str, statements: str) -> str:
     finally:
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def write_together(
+    dsn: str, migration: MigrationPlan, old_sql: LiteralString, new_sql: LiteralString, ids: range
+) -> None:
+    """Old code (the tables) and new code (the views) each run their statement once per id, at the same time;
+    new code's ids are ``ids`` shifted by 100000."""
+    with versions(dsn, migration) as (old, new):
+        together(
+            lambda: [old.execute(old_sql, (i,)) for i in ids],
+            lambda: [new.execute(new_sql, (i + 100000,)) for i in ids],
+        )
+
+
+def rollback_then_contract(
+    dsn: str,
+    pg_server_dsn: str,
+    migration_id: str,
+    operations: list[dict[str, Any]],
+    during_soak: Callable[[MigrationPlan], None],
+    expected: str,
+) -> MigrationPlan:
+    """The life of one migration twice: expand (+ backfill, indexes) then rollback, which must restore the
+    ``pg_dump -s`` of before; then expand again, ``during_soak`` (both versions writing), the contract, and
+    the ``public`` schema must equal the reference built by the hand-written ``expected``."""
+    before = dump(dsn)
+    migration = plan(dsn, migration_id, operations)
+    run_to_soak(dsn, migration)
+    assert dump(dsn) != before
+    apply(dsn, migration.rollback)
+    assert dump(dsn) == before, "rollback did not restore the schema"
+    migration = plan(dsn, migration_id, operations)
+    run_to_soak(dsn, migration)
+    during_soak(migration)
+    apply(dsn, migration.contract)
+    got, want = dump(dsn, "public"), reference(pg_server_dsn, expected)
+    assert got == want, f"schema after contract:\n{got}\n\nreference:\n{want}"
+    return migration
