@@ -4,6 +4,8 @@ contract against ``pg_dump -s``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -145,7 +147,7 @@ def test_drop_multicolumn_constraint(db: str, pg_server_dsn: str) -> None:
 
 def test_bad_input(db: str) -> None:
     before = dump(db)
-    cases = [
+    cases: list[tuple[dict[str, Any], type[errors.OperationError], str]] = [
         (
             {"drop_constraint": {"table": "posts", "name": "nope", "down": "title"}},
             errors.ConstraintNotFoundError,
