@@ -4,6 +4,7 @@ earlier statements created), and applies the ``-- expand: allow`` suppressions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from airflow_provider_expand.engine.lint import (
@@ -110,7 +111,7 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
     """Lint every SQL file of a migration against its phase, carrying what expand did into the others:
     contract may validate a CHECK that expand added NOT VALID; rollback may drop what expand created."""
     findings: list[Finding] = []
-    expand_ctx: FileContext | None = None
+    texts: list[tuple[Phase, str, str]] = []
     for phase, path in spec.sql_files().items():
         source = f"{spec.folder.name}/{path.relative_to(spec.folder).as_posix()}"
         try:
@@ -118,12 +119,24 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
         except (OSError, UnicodeDecodeError) as exc:
             findings.append(SYNTAX.finding(source, 0, f"cannot be read: {exc}"))
             continue
+        texts.append((phase, text, source))
+    indexes = None if spec.migrator is not None else tuple(index.name for index in spec.indexes)
+    return findings + lint_phases(texts, indexes=indexes)
+
+
+def lint_phases(texts: Sequence[tuple[Phase, str, str]], *, indexes: Sequence[str] | None = ()) -> list[Finding]:
+    """Lint ``(phase, sql, source)`` in run order as one migration (the phase files, or the SQL the
+    declarative operations generated): what expand did carries into contract and rollback. ``indexes`` are
+    the migration's index builds (rollback may drop them); None when expand's SQL is not ours to read."""
+    findings: list[Finding] = []
+    expand_ctx: FileContext | None = None
+    for phase, text, source in texts:
         if expand_ctx is not None:
             ctx = expand_ctx.carried_into(phase, source)
         else:
             ctx = FileContext(phase=phase, source=source)
         if phase == "rollback":
-            ctx.expand_created = _expand_created(spec, expand_ctx)
+            ctx.expand_created = _expand_created(indexes, expand_ctx)
         file_findings, ctx = _lint(text, ctx)
         findings.extend(file_findings)
         if phase == "expand":
@@ -131,11 +144,11 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
     return findings
 
 
-def _expand_created(spec: MigrationSpec, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:
-    """What rollback may drop: what expand.sql created plus the spec's indexes; None when expand is the
-    app's own migrator (its SQL is not ours to read)."""
-    if spec.migrator is not None:
+def _expand_created(indexes: Sequence[str] | None, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:
+    """What rollback may drop: what expand created plus the migration's index builds; None when expand is
+    the app's own migrator (its SQL is not ours to read)."""
+    if indexes is None:
         return None
     created: set[ObjectKey] = set(expand_ctx.created) if expand_ctx is not None else set()
-    created.update(("index", index.name) for index in spec.indexes)
+    created.update(("index", name) for name in indexes)
     return frozenset(created)
