@@ -51,6 +51,10 @@ from airflow_provider_expand.engine.operations.triggers import (
 from airflow_provider_expand.engine.statements import _walk
 
 AddedKind = Literal["check", "unique", "foreign_key"]
+ALLOW_RENAME = (
+    "-- expand: allow EX102 because the copy on the new column takes back the name of the one dropped with "
+    "the old column; queries do not name constraints or indexes"
+)
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ class Duplication:
             if con.validated:  # a constraint that was NOT VALID stays so
                 self.validations.append(temporary)
             self.renames.append(
-                f"ALTER TABLE {qualified} RENAME CONSTRAINT {ident(temporary)} TO {ident(con.name)}"
+                f"{ALLOW_RENAME}\nALTER TABLE {qualified} RENAME CONSTRAINT {ident(temporary)} TO {ident(con.name)}"
             )
         for index in before.indexes.values():
             if index.constraint is not None or not moved & set(index.columns):
@@ -284,7 +288,7 @@ class Duplication:
         using = str(node.accessMethod) if node.accessMethod else None
         self._expand_index(temporary, columns, unique=index.unique, where=where, using=using)
         self.renames.append(
-            f"ALTER INDEX {ident(self.op.ctx.schema, temporary)} RENAME TO {ident(index.name)}"
+            f"{ALLOW_RENAME}\nALTER INDEX {ident(self.op.ctx.schema, temporary)} RENAME TO {ident(index.name)}"
         )
 
     def _expand_index(

@@ -58,7 +58,10 @@ class RenameConstraint(Operation[RenameConstraintFields]):
 
     def contract(self) -> Sequence[Group]:
         f = self.fields
-        statement = f"ALTER TABLE {self.ctx.table(self.physical_table)} RENAME CONSTRAINT {ident(f.from_)} TO {ident(f.to)}"
+        statement = (
+            "-- expand: allow EX102 because queries do not name constraints; pgroll renames on completion too\n"
+            f"ALTER TABLE {self.ctx.table(self.physical_table)} RENAME CONSTRAINT {ident(f.from_)} TO {ident(f.to)}"
+        )
         return [transaction(statement, label=self.label)]
 
     def rollback(self) -> Sequence[Group]:

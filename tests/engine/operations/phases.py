@@ -22,6 +22,7 @@ from airflow_provider_expand.engine.database import connector_from_dsn
 from airflow_provider_expand.engine.index.build import build_index
 from airflow_provider_expand.engine.index.spec import IndexSpec
 from airflow_provider_expand.engine.operations.base import PlanContext
+from airflow_provider_expand.engine.operations.execute import lint_plan
 from airflow_provider_expand.engine.operations.plan import Group, MigrationPlan
 from airflow_provider_expand.engine.operations.planner import build_operations, plan_migration
 from airflow_provider_expand.engine.operations.schema import read_schema
@@ -36,7 +37,10 @@ def plan(dsn: str, migration_id: str, operations: list[dict[str, Any]]) -> Migra
     ops = build_operations(parse_operations(operations), ctx)
     with psycopg.connect(dsn) as conn:
         schema = read_schema(conn)
-    return plan_migration(ops, schema, ctx)
+    migration = plan_migration(ops, schema, ctx)
+    findings = lint_plan(migration)  # the generated SQL passes the lint hand-written SQL must pass
+    assert not findings, "\n".join(map(str, findings))
+    return migration
 
 
 def apply(dsn: str, groups: Sequence[Group]) -> None:
