@@ -51,6 +51,7 @@ from airflow_provider_expand.engine.operations.triggers import (
 from airflow_provider_expand.engine.statements import _walk
 
 AddedKind = Literal["check", "unique", "foreign_key"]
+_PREFIX = "_expand_"  # the physical names of this provider's copies
 ALLOW_RENAME = (
     "-- expand: allow EX102 because the copy on the new column takes back the name of the one dropped with "
     "the old column; queries do not name constraints or indexes"
@@ -95,6 +96,7 @@ class _Column:
     temporary: str
     final: str
     nullable: bool
+    type: str | None  # the new type, None when it stays
 
 
 @dataclass
@@ -134,10 +136,10 @@ class Duplication:
         renames = {c.old.physical: c.temporary for c in self.columns}
         qualified = ctx.table(table.physical)
         for c in self.columns:
-            shape, type_ = c.shape, c.shape.type or c.old.type
+            shape, type_ = c.shape, c.type or c.old.type
             default = shape.default if shape.default_set else c.old.default
-            if not shape.default_set and default is not None and shape.type is not None:
-                default = f"CAST(({default}) AS {shape.type})"  # the old default, in the new type
+            if not shape.default_set and default is not None and c.type is not None:
+                default = f"CAST(({default}) AS {c.type})"  # the old default, in the new type
             comment = shape.comment if shape.comment_set else c.old.comment
             self.expand_sql.append(f"ALTER TABLE {qualified} ADD COLUMN {ident(c.temporary)} {type_}")
             if default is not None:  # after ADD COLUMN, so a volatile default never rewrites the table
@@ -182,13 +184,22 @@ class Duplication:
                 "code cannot write through a copy: use a sql operation",
                 **where,
             )
+        if old.physical.startswith(_PREFIX):
+            raise op.fail(
+                errors.ConflictError,
+                "column",
+                f"column {old.name!r} of table {table.name!r} is already being changed by an earlier operation "
+                "of this migration; put both changes in one operation, or in two migrations",
+                **where,
+            )
         temporary = bounded_name("new", old.physical)
         op.need_free_column(table, temporary, "column")
         final = shape.name or old.name
         if final != old.name:
             op.need_free_column(table, final, "name")
         nullable = old.nullable if shape.nullable is None else shape.nullable
-        return _Column(shape=shape, old=old, temporary=temporary, final=final, nullable=nullable)
+        retype = shape.type if shape.type and " ".join(shape.type.lower().split()) != old.type else None
+        return _Column(shape=shape, old=old, temporary=temporary, final=final, nullable=nullable, type=retype)
 
     def _expression(self, text: str, field: str, column: str) -> str:
         try:
@@ -225,7 +236,7 @@ class Duplication:
                     f"table {before.name!r}; only CHECK, UNIQUE and FOREIGN KEY constraints can be carried over",
                     table=before.name,
                 )
-            retyped = [c.old.name for c in self.columns if c.shape.type and c.old.physical in con.columns]
+            retyped = [c.old.name for c in self.columns if c.type and c.old.physical in con.columns]
             if con.type == "c" and retyped:
                 raise op.fail(
                     errors.UnsupportedError,
@@ -311,9 +322,9 @@ class Duplication:
         )
 
     def _unique_index(self, name: str, columns: Sequence[str]) -> IndexBuild:
-        return IndexBuild(
-            name=name, table=self.op.ctx.table(self.table.physical), columns=tuple(columns), unique=True
-        )
+        """The index task of a UNIQUE the operation adds (``schema.table``, as the index builder names it)."""
+        table = f"{self.op.ctx.schema}.{self.table.physical}"
+        return IndexBuild(name=name, table=table, columns=tuple(columns), unique=True)
 
     def _add(self, schema: Schema, before: Table, item: Added, renames: Mapping[str, str]) -> None:
         op, qualified = self.op, self.op.ctx.table(before.physical)
@@ -391,7 +402,7 @@ class Duplication:
             columns[c.final] = Column(
                 name=c.final,
                 physical=c.temporary,
-                type=shape.type or column.type,
+                type=c.type or column.type,
                 nullable=c.nullable,
                 default=shape.default if shape.default_set else column.default,
                 comment=shape.comment if shape.comment_set else column.comment,

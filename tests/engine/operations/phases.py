@@ -69,7 +69,7 @@ def indexes(dsn: str, migration: MigrationPlan) -> None:
     for build in migration.indexes:
         spec = IndexSpec(
             name=build.name,
-            table=build.table.replace('"', ""),
+            table=build.table,
             columns=build.columns,
             where=build.where,
             unique=build.unique,
