@@ -9,7 +9,17 @@ import psycopg
 import pytest
 
 from airflow_provider_expand.engine.operations import errors
-from tests.engine.operations.phases import apply, dump, plan, reference, run_to_soak, together, versions
+from tests.engine.operations.phases import (
+    apply,
+    backfill,
+    dump,
+    indexes,
+    plan,
+    reference,
+    run_to_soak,
+    together,
+    versions,
+)
 
 SETUP = """
 CREATE TABLE users (id int PRIMARY KEY, name text);
@@ -294,3 +304,73 @@ def test_up_that_does_not_parse_is_refused_at_load() -> None:
         parse_operations(
             [{"alter_column": {"table": "t", "column": "c", "type": "int", "up": "1) FROM x; (1"}}]
         )
+
+
+def test_writers_during_the_backfill_leave_both_columns_consistent(
+    pg_conn: psycopg.Connection, pg_dsn: str
+) -> None:
+    pg_conn.execute("CREATE TABLE scores (id int PRIMARY KEY, points text NOT NULL, note text)")
+    pg_conn.execute("INSERT INTO scores SELECT i, (i % 50)::text, 'n' FROM generate_series(1, 600) i")
+    ops = [
+        {
+            "alter_column": {
+                "table": "scores",
+                "column": "points",
+                "type": "integer",
+                "up": "CAST(points AS integer)",
+                "down": "CAST(points AS text)",
+            }
+        }
+    ]
+    migration = plan(pg_dsn, "m_busy", ops)
+    apply(pg_dsn, migration.expand)
+    with versions(pg_dsn, migration) as (old, new):
+
+        def old_code() -> None:
+            for i in range(1, 600, 7):
+                old.execute("UPDATE scores SET points = %s WHERE id = %s", (str(i * 3), i))
+                old.execute("UPDATE scores SET note = 'old' WHERE id = %s", (i + 1,))
+
+        def new_code() -> None:
+            for i in range(4, 600, 11):
+                new.execute("UPDATE scores SET points = %s WHERE id = %s", (i * 5, i))
+                new.execute("UPDATE scores SET note = 'new' WHERE id = %s", (i + 2,))
+
+        together(lambda: backfill(pg_dsn, migration), old_code, new_code)
+    unsynced = pg_conn.execute(
+        "SELECT count(*) FROM scores WHERE _expand_new_points IS DISTINCT FROM points::integer"
+    ).fetchone()
+    assert unsynced == (0,)
+    assert pg_conn.execute("SELECT count(*) FROM scores WHERE _expand_needs_backfill").fetchone() == (0,)
+    apply(pg_dsn, migration.contract)
+    assert pg_conn.execute("SELECT points FROM scores WHERE id = 8").fetchone() == (24,)  # old code's write
+    assert pg_conn.execute("SELECT points FROM scores WHERE id = 4").fetchone() == (20,)  # new code's write
+
+
+def test_failed_unique_build_rolls_back_to_the_schema_before(db: str) -> None:
+    """``up`` that leaves duplicates: the index task fails, nothing half-built stays after the rollback."""
+    from airflow_provider_expand.engine.index.build import IndexBuildError
+
+    ops = [
+        {
+            "alter_column": {
+                "table": "reviews",
+                "column": "product",
+                "unique": {"name": "reviews_product_key"},
+                "up": "'same'",
+                "down": "product",
+            }
+        }
+    ]
+    migration = plan(db, "m_dupes", ops)
+    before = dump(db)
+    apply(db, migration.expand)
+    backfill(db, migration)
+    with pytest.raises(IndexBuildError, match="is duplicated"):
+        indexes(db, migration)
+    apply(db, migration.rollback)
+    assert dump(db) == before
+    with psycopg.connect(db) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%%reviews_product%%'"
+        ).fetchone() == (0,)
