@@ -24,11 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pglast import ast, parse_sql
-from pglast.enums import SortByDir, SortByNulls
 from pglast.stream import RawStream
 
-from airflow_provider_expand.engine.operations import errors
+from airflow_provider_expand.engine.operations import carried, errors
 from airflow_provider_expand.engine.operations.base import MARKER_COLUMN, Operation
 from airflow_provider_expand.engine.operations.plan import (
     Backfill,
@@ -48,7 +46,6 @@ from airflow_provider_expand.engine.operations.triggers import (
     parse_expression,
     rename_columns,
 )
-from airflow_provider_expand.engine.statements import _walk
 
 AddedKind = Literal["check", "unique", "foreign_key"]
 _PREFIX = "_expand_"  # the physical names of this provider's copies
@@ -217,7 +214,7 @@ class Duplication:
         moved = set(renames)
         for other in schema.tables.values():  # a foreign key into a moved column would block its drop
             for con in other.constraints.values():
-                if con.type == "f" and _references(con, before.physical, moved):
+                if con.type == "f" and carried.references(con, before.physical, moved):
                     raise op.fail(
                         errors.UnsupportedError,
                         "column",
@@ -248,11 +245,13 @@ class Duplication:
                     column=retyped[0],
                 )
             temporary = bounded_name("c", con.name)
-            statement, node = _constraint_statement(qualified, temporary, con.definition)
-            _rename_in_constraint(node, renames)
+            statement, node = carried.constraint_statement(qualified, temporary, con.definition)
+            carried.rename_in_constraint(node, renames)
             if con.type == "u":
                 index_name = bounded_name("u", con.name)
-                self._expand_index(index_name, [renames.get(k, k) for k in _keys(node)], unique=True)
+                self._expand_index(
+                    index_name, [renames.get(k, k) for k in carried.constraint_keys(node)], unique=True
+                )
                 self.unique.append((con.name, index_name))
                 continue
             node.skip_validation, node.initially_valid = True, False
@@ -268,20 +267,8 @@ class Duplication:
             self._carry_index(before, index, renames)
 
     def _carry_index(self, before: Table, index: Index, renames: Mapping[str, str]) -> None:
-        node = parse_sql(index.definition)[0].stmt
-        assert isinstance(node, ast.IndexStmt)
-        params = node.indexParams or ()
-        plain = all(
-            isinstance(p, ast.IndexElem)
-            and p.name
-            and not p.expr
-            and not p.collation
-            and not p.opclass
-            and p.ordering in (None, SortByDir.SORTBY_DEFAULT)
-            and p.nulls_ordering in (None, SortByNulls.SORTBY_NULLS_DEFAULT)
-            for p in params
-        )
-        if not plain or node.indexIncludingParams:
+        plain = carried.plain_index(index.definition)
+        if plain is None:
             raise self.op.fail(
                 errors.UnsupportedError,
                 "column",
@@ -290,13 +277,10 @@ class Duplication:
                 "after (create_index)",
                 table=before.name,
             )
-        where = None
-        if node.whereClause is not None:
-            expr = parse_expression(RawStream()(node.whereClause))
-            where = rename_columns(expr, renames).text
+        names, predicate, using = plain
+        where = rename_columns(parse_expression(predicate), renames).text if predicate else None
         temporary = bounded_name("i", index.name)
-        columns = [renames.get(str(p.name), str(p.name)) for p in params if isinstance(p, ast.IndexElem)]
-        using = str(node.accessMethod) if node.accessMethod else None
+        columns = [renames.get(n, n) for n in names]
         self._expand_index(temporary, columns, unique=index.unique, where=where, using=using)
         self.renames.append(
             f"{ALLOW_RENAME}\nALTER INDEX {ident(self.op.ctx.schema, temporary)} RENAME TO {ident(index.name)}"
@@ -476,40 +460,3 @@ class Duplication:
             *(f"ALTER TABLE {qualified} DROP COLUMN IF EXISTS {ident(c.temporary)}" for c in self.columns),
         ]
         return [transaction(*statements, label=self.op.label)]
-
-
-def _constraint_statement(
-    qualified: str, name: str, definition: str
-) -> tuple[ast.AlterTableStmt, ast.Constraint]:
-    statement = parse_sql(f"ALTER TABLE {qualified} ADD CONSTRAINT {ident(name)} {definition}")[0].stmt
-    assert isinstance(statement, ast.AlterTableStmt) and statement.cmds
-    command = statement.cmds[0]
-    assert isinstance(command, ast.AlterTableCmd) and isinstance(command.def_, ast.Constraint)
-    return statement, command.def_
-
-
-def _keys(node: ast.Constraint) -> list[str]:
-    return [str(k.sval) for k in node.keys or () if isinstance(k, ast.String)]
-
-
-def _rename_in_constraint(node: ast.Constraint, renames: Mapping[str, str]) -> None:
-    """Point a parsed CHECK / UNIQUE / FOREIGN KEY of the old columns at the new ones."""
-    for ref in _walk(node.raw_expr):
-        if isinstance(ref, ast.ColumnRef) and ref.fields and len(ref.fields) == 1:
-            name = ref.fields[0]
-            if isinstance(name, ast.String) and str(name.sval) in renames:
-                ref.fields = (ast.String(sval=renames[str(name.sval)]),)
-    if node.fk_attrs:
-        node.fk_attrs = tuple(ast.String(sval=renames.get(str(a.sval), str(a.sval))) for a in node.fk_attrs)
-
-
-def _references(con: Constraint, table: str, columns: set[str]) -> bool:
-    """Whether foreign key ``con`` points at one of ``columns`` of ``table``."""
-    statement = parse_sql(f"ALTER TABLE t ADD CONSTRAINT c {con.definition}")[0].stmt
-    assert isinstance(statement, ast.AlterTableStmt) and statement.cmds
-    command = statement.cmds[0]
-    assert isinstance(command, ast.AlterTableCmd) and isinstance(command.def_, ast.Constraint)
-    node = command.def_
-    if node.pktable is None or node.pktable.relname != table:
-        return False
-    return any(str(a.sval) in columns for a in node.pk_attrs or ())
