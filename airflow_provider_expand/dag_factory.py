@@ -72,7 +72,9 @@ class _MigrationDag(ReleaseSteps):
         path = self.spec.sql_path(phase)
         if path is None and not self.operations:
             return None
-        source = {"sql_file": str(path)} if path is not None else {"operations_folder": str(self.spec.folder)}
+        source: dict[str, Any] = (
+            {"sql_file": str(path)} if path is not None else {"operations_folder": str(self.spec.folder)}
+        )
         cls = RollbackOperator if phase == "rollback" else PhaseSQLOperator
         return cls(
             task_id=phase,

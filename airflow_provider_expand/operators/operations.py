@@ -47,10 +47,14 @@ class OperationsBackfillOperator(BatchBackfillOperator):
         plan = _plan(self.operations_folder, self.postgres_conn_id, self.ledger_schema, self.is_dry_run)
         fill = plan.backfill(self.operation_table)
         if fill is None:
-            self.log.info("%s: nothing to backfill (the table is new in this migration)", self.operation_table)
+            self.log.info(
+                "%s: nothing to backfill (the table is new in this migration)", self.operation_table
+            )
             return {"table": self.operation_table, "skipped": "nothing to backfill"}
         self.table, self.set, self.where, self.key = fill.physical, fill.set, fill.where, fill.key
-        self.log.info("backfill of %s: UPDATE %s SET %s WHERE %s", fill.table, fill.physical, fill.set, fill.where)
+        self.log.info(
+            "backfill of %s: UPDATE %s SET %s WHERE %s", fill.table, fill.physical, fill.set, fill.where
+        )
         return super().execute(context)
 
 
@@ -71,6 +75,10 @@ class OperationsIndexOperator(ConcurrentIndexOperator):
         self.table, self.columns, self.unique = build.table, list(build.columns), build.unique
         self.where, self.using = build.where, build.using
         cast(logging.Logger, self.log).info(
-            "index %s on %s (%s)%s", build.name, build.table, ", ".join(build.columns), " unique" if build.unique else ""
+            "index %s on %s (%s)%s",
+            build.name,
+            build.table,
+            ", ".join(build.columns),
+            " unique" if build.unique else "",
         )
         return super().execute(context)

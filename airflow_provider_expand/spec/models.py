@@ -27,7 +27,6 @@ from airflow_provider_expand.spec.names import (
     QualifiedName,
     QueueName,
 )
-
 from airflow_provider_expand.spec.operations import _EntryBase, entry_model
 
 if TYPE_CHECKING:

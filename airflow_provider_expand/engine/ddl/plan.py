@@ -106,7 +106,9 @@ def plan_groups(groups: Sequence[tuple[Sequence[Statement], bool]]) -> Plan:
             if isinstance(stmt.node, ast.TransactionStmt):
                 raise SQLFileError(stmt.source, stmt.line, "transaction control is not allowed in a group")
             if stmt.concurrently and not alone:
-                raise SQLFileError(stmt.source, stmt.line, "runs outside a transaction: it needs its own group")
+                raise SQLFileError(
+                    stmt.source, stmt.line, "runs outside a transaction: it needs its own group"
+                )
         if alone and len(statements) != 1:
             raise ValueError("an autocommit group holds exactly one statement")
         if statements:

@@ -124,7 +124,9 @@ def lint_migration(spec: MigrationSpec) -> list[Finding]:
     return findings + lint_phases(texts, indexes=indexes)
 
 
-def lint_phases(texts: Sequence[tuple[Phase, str, str]], *, indexes: Sequence[str] | None = ()) -> list[Finding]:
+def lint_phases(
+    texts: Sequence[tuple[Phase, str, str]], *, indexes: Sequence[str] | None = ()
+) -> list[Finding]:
     """Lint ``(phase, sql, source)`` in run order as one migration (the phase files, or the SQL the
     declarative operations generated): what expand did carries into contract and rollback. ``indexes`` are
     the migration's index builds (rollback may drop them); None when expand's SQL is not ours to read."""
@@ -144,7 +146,9 @@ def lint_phases(texts: Sequence[tuple[Phase, str, str]], *, indexes: Sequence[st
     return findings
 
 
-def _expand_created(indexes: Sequence[str] | None, expand_ctx: FileContext | None) -> frozenset[ObjectKey] | None:
+def _expand_created(
+    indexes: Sequence[str] | None, expand_ctx: FileContext | None
+) -> frozenset[ObjectKey] | None:
     """What rollback may drop: what expand created plus the migration's index builds; None when expand is
     the app's own migrator (its SQL is not ours to read)."""
     if indexes is None:

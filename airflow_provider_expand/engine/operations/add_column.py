@@ -40,8 +40,10 @@ class AddColumnFields(Fields):
     @model_validator(mode="after")
     def _no_pk(self) -> AddColumnFields:
         if self.column.pk:
-            raise ValueError("column.pk: adding a primary-key column is not supported; add the column, then "
-                             "create_constraint with type primary_key")
+            raise ValueError(
+                "column.pk: adding a primary-key column is not supported; add the column, then "
+                "create_constraint with type primary_key"
+            )
         return self
 
 
@@ -86,7 +88,9 @@ class AddColumn(Operation[AddColumnFields]):
     def _late_default(self) -> bool:
         """pgroll's volatile-default path: ``up`` equal to ``default``: set the default at the contract."""
         col = self.fields.column
-        return col.default is not None and bool(self.fields.up) and self.fields.up.strip() == col.default.strip()
+        return (
+            col.default is not None and bool(self.fields.up) and self.fields.up.strip() == col.default.strip()
+        )
 
     @property
     def _not_null_check(self) -> bool:
@@ -114,7 +118,9 @@ class AddColumn(Operation[AddColumnFields]):
         col, table = self.fields.column, self._table
         created = self.before.created
         definition = columns.definition(
-            col, default=not self._late_default, not_null=not self._not_null_check and (created or col.default is not None)
+            col,
+            default=not self._late_default,
+            not_null=not self._not_null_check and (created or col.default is not None),
         )
         statements = [f"ALTER TABLE {table} ADD COLUMN {definition}"]
         if self._not_null_check:
@@ -169,10 +175,15 @@ class AddColumn(Operation[AddColumnFields]):
         created = self.before.created
         if not created:
             for name in [c.name for c in (col.check, col.references) if c is not None]:
-                groups.append(transaction(f"ALTER TABLE {table} VALIDATE CONSTRAINT {ident(name)}", label=self.label))
+                groups.append(
+                    transaction(f"ALTER TABLE {table} VALIDATE CONSTRAINT {ident(name)}", label=self.label)
+                )
         if self._late_default:
             groups.append(
-                transaction(f"ALTER TABLE {table} ALTER COLUMN {ident(col.name)} SET DEFAULT {col.default}", label=self.label)
+                transaction(
+                    f"ALTER TABLE {table} ALTER COLUMN {ident(col.name)} SET DEFAULT {col.default}",
+                    label=self.label,
+                )
             )
         if self._not_null_check:
             check = ident(not_null_name(col.name))
@@ -187,7 +198,9 @@ class AddColumn(Operation[AddColumnFields]):
         if col.unique:
             name = ident(columns.unique_name(self.fields.table, col.name))
             groups.append(
-                transaction(f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}", label=self.label)
+                transaction(
+                    f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}", label=self.label
+                )
             )
         return tuple(groups)
 

@@ -90,7 +90,9 @@ class CreateIndex(Operation[CreateIndexFields]):
 
     def _statement(self) -> str:
         f = self.fields
-        elements = ", ".join(self._element(e, p) for e, p in zip(f.columns, self.physical_columns, strict=True))
+        elements = ", ".join(
+            self._element(e, p) for e, p in zip(f.columns, self.physical_columns, strict=True)
+        )
         out = f"CREATE {'UNIQUE ' if f.unique else ''}INDEX CONCURRENTLY {ident(f.name)} ON "
         out += f"{self.ctx.table(self.physical_table)} USING {f.method} ({elements})"
         if f.storage_parameters:

@@ -89,7 +89,9 @@ class CreateTable(Operation[CreateTableFields]):
             if constraint.type == "foreign_key" and constraint.references is None:
                 raise self.fail(errors.OperationError, f"{where}.references", "required for a foreign key")
             if constraint.type == "exclude" and constraint.exclude is None:
-                raise self.fail(errors.OperationError, f"{where}.exclude", "required for an exclude constraint")
+                raise self.fail(
+                    errors.OperationError, f"{where}.exclude", "required for an exclude constraint"
+                )
             unknown = [c for c in constraint.columns if c not in {col.name for col in f.columns}]
             if unknown:
                 raise self.fail(

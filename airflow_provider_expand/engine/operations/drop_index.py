@@ -23,7 +23,9 @@ class DropIndex(Operation[DropIndexFields]):
         found = schema.index(self.fields.name)
         if found is None:
             raise self.fail(
-                errors.IndexNotFoundError, "name", f"index {self.fields.name!r} does not exist in {schema.name!r}"
+                errors.IndexNotFoundError,
+                "name",
+                f"index {self.fields.name!r} does not exist in {schema.name!r}",
             )
         table, index = found
         if index.constraint:

@@ -22,7 +22,9 @@ class OperationError(DefinitiveError):
         table: str | None = None,
         column: str | None = None,
     ) -> None:
-        where = f"operations[{index}]" + (f".{operation}" if operation else "") + (f".{field}" if field else "")
+        where = (
+            f"operations[{index}]" + (f".{operation}" if operation else "") + (f".{field}" if field else "")
+        )
         super().__init__(f"{source}: {where}: {message}")
         self.located = f"{where}: {message}"  # without the file, for the spec loader (which adds it)
         self.message = message

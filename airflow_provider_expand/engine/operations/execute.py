@@ -42,7 +42,9 @@ def ddl_plan(groups: Sequence[Group]) -> Plan:
     return plan_groups([(_statements(g, i), g.autocommit) for i, g in enumerate(groups, 1)])
 
 
-def lint_plan(plan: MigrationPlan, phases: Sequence[Phase] = ("expand", "contract", "rollback")) -> list[Finding]:
+def lint_plan(
+    plan: MigrationPlan, phases: Sequence[Phase] = ("expand", "contract", "rollback")
+) -> list[Finding]:
     """Findings of the same linter that checks hand-written phase files, on the generated phases (linted
     together, as a migration's files are, so the contract may validate what the expand added NOT VALID)."""
     texts = [(p, plan.phase_sql(p), f"{plan.migration_id}:{p} (generated)") for p in PHASES if plan.phase(p)]
@@ -79,7 +81,9 @@ def run_plan_phase(
     findings = lint_plan(plan, (phase,))
     if findings:
         listing = "\n".join(f"  {f}" for f in findings)
-        raise GeneratedSQLLintError(f"the generated {phase} SQL has {len(findings)} lint finding(s):\n{listing}")
+        raise GeneratedSQLLintError(
+            f"the generated {phase} SQL has {len(findings)} lint finding(s):\n{listing}"
+        )
     log_phase(plan, phase, log)
     groups = plan.phase(phase)
     return run_phase(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pglast import ast
 from pydantic import Field, field_validator
 
 from airflow_provider_expand.engine.operations.base import Fields
@@ -22,7 +23,7 @@ def check_expression(text: str) -> str:
         node = parse_fragment(f"SELECT ({text})")
     except FragmentError as exc:
         raise ValueError(f"is not one SQL expression: {exc}") from exc
-    if node is None or type(node).__name__ != "SelectStmt":
+    if not isinstance(node, ast.SelectStmt):
         raise ValueError("is not one SQL expression (a ';' or a statement?)")
     extra = [
         f
@@ -42,7 +43,7 @@ def check_type(text: str) -> str:
         node = parse_fragment(f"SELECT CAST(NULL AS {text})")
     except FragmentError as exc:
         raise ValueError(f"is not a type: {exc}") from exc
-    if node is None or len(getattr(node, "targetList", None) or ()) != 1 or node.fromClause:
+    if not isinstance(node, ast.SelectStmt) or len(node.targetList or ()) != 1 or node.fromClause:
         raise ValueError("is not one type name")
     return text
 

@@ -47,11 +47,17 @@ def migration_plan(
     with closing(connect()) as conn:
         conn.autocommit = True
         model = snapshot.load(conn, ledger_schema, ctx.migration_id)
-        if model is None and dry_run:
-            model = read_schema(conn, ctx.schema)
-        elif model is None and take:
-            model = snapshot.take(conn, ledger_schema, ctx.migration_id, ctx.schema)
-    return None if model is None else plan_migration(operations, model, ctx)
+        if model is not None:
+            return plan_migration(operations, model, ctx)
+        if not (dry_run or take):
+            return None
+        model = read_schema(conn, ctx.schema)
+        plan = plan_migration(operations, model, ctx)  # bad input fails here, before anything is stored
+        if dry_run:
+            return plan
+        return plan_migration(
+            build_operations(entries, ctx), snapshot.store(conn, ledger_schema, ctx.migration_id, model), ctx
+        )
 
 
 def run_operations_phase(
@@ -77,7 +83,9 @@ def run_operations_phase(
             "statement, so the expand never started (or a finished rollback discarded it)"
         )
     ledger = Ledger(ledger_schema)
-    kwargs: dict[str, Any] = dict(policy=policy, ledger=ledger, log=log, dry_run=dry_run, dag_id=dag_id, run_id=run_id)
+    kwargs: dict[str, Any] = dict(
+        policy=policy, ledger=ledger, log=log, dry_run=dry_run, dag_id=dag_id, run_id=run_id
+    )
     result: PhaseResult = run_plan_phase(connect, plan, phase, events=PHASE_EVENTS[phase], **kwargs)
     if phase == "expand" and plan.refresh_views:
         with closing(connect()) as conn:

@@ -2,8 +2,8 @@
 
 Around the operations' own groups the planner adds what belongs to the migration as a whole:
 
-- expand: the backfill marker of each table that needs a backfill (first), the operations' groups, then
-  the version schema of views built from the model as the last operation left it;
+- expand: the operations' groups, the backfill marker of each table that needs a backfill, then the
+  version schema of views built from the model as the last operation left it;
 - contract: drop the earlier migrations' version schemas and the markers, the operations' groups in order,
   then one rename pass (every column, then every table, whose physical name differs from the new one);
 - rollback: drop this migration's version schema and the markers, then the operations' groups in
@@ -97,7 +97,9 @@ def rename_pass(model: Schema, ctx: PlanContext) -> tuple[Group, ...]:
                 )
     for table in model.tables.values():
         if table.physical != table.name:
-            statements.append(f"{_RENAME_ALLOWED}ALTER TABLE {ctx.table(table.physical)} RENAME TO {ident(table.name)}")
+            statements.append(
+                f"{_RENAME_ALLOWED}ALTER TABLE {ctx.table(table.physical)} RENAME TO {ident(table.name)}"
+            )
     return (transaction(*statements, label="renames"),) if statements else ()
 
 
@@ -141,7 +143,10 @@ def plan_migration(operations: Sequence[Operation[Any]], schema: Schema, ctx: Pl
     backfills = _merge_backfills([b for p in per_op for b in p.backfills])
     markers = [b.physical for b in backfills]
     isolated = any(getattr(op, "isolated", False) for op in operations)
-    expand = [marker_expand(ctx, t) for t in markers] + [g for p in per_op for g in p.expand]
+    # the markers after the operations' groups: a row the old code writes before its up trigger exists must
+    # not be marked done (it would never be backfilled); rows written after the trigger are filled by it,
+    # and marking them again only makes the backfill compute the same value
+    expand = [g for p in per_op for g in p.expand] + [marker_expand(ctx, t) for t in markers]
     if not isolated:  # after an isolated sql operation the views are built from the catalog (refresh_views)
         expand.append(create_views(model, ctx))
     contract = [drop_views(ctx, s) for s in schema.version_schemas if s != ctx.version_schema]

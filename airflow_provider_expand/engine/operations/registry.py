@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from functools import cache
+from typing import Any
 
 from airflow_provider_expand.engine.operations.base import Operation
 
@@ -43,7 +44,7 @@ def names() -> tuple[str, ...]:
 
 
 @cache
-def operation_class(name: str) -> type[Operation]:  # type: ignore[type-arg]
+def operation_class(name: str) -> type[Operation[Any]]:
     """The class implementing operation ``name``; :class:`UnknownOperationError` naming the choices."""
     module = MODULES.get(name)
     if module is None:
@@ -56,5 +57,5 @@ def operation_class(name: str) -> type[Operation]:  # type: ignore[type-arg]
         if exc.name != f"{_PACKAGE}.{module}":
             raise
         raise UnknownOperationError(f"operation {name!r} is not implemented in this version") from exc
-    cls: type[Operation] = loaded.OPERATION  # type: ignore[type-arg]
+    cls: type[Operation[Any]] = loaded.OPERATION
     return cls

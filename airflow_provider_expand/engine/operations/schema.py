@@ -20,7 +20,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 VERSION_SCHEMA_COMMENT = "airflow-expand version schema"  # COMMENT ON SCHEMA of every version schema
-ConstraintType = Literal["p", "u", "c", "f", "x"]  # pg_constraint.contype: primary, unique, check, fk, exclude
+ConstraintType = Literal[
+    "p", "u", "c", "f", "x"
+]  # pg_constraint.contype: primary, unique, check, fk, exclude
 
 
 @dataclass
@@ -250,7 +252,8 @@ def read_schema(conn: psycopg.Connection, name: str = "public") -> Schema:
     versions = tuple(
         r["nspname"]
         for r in rows
-        if (r["comment"] or "").startswith(VERSION_SCHEMA_COMMENT) and (r["comment"] or "").endswith(f" over {name}")
+        if (r["comment"] or "").startswith(VERSION_SCHEMA_COMMENT)
+        and (r["comment"] or "").endswith(f" over {name}")
     )
     return Schema(
         name=name,

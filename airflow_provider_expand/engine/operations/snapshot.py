@@ -16,10 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK, xact_lock
-from airflow_provider_expand.engine.operations.base import Operation, PlanContext
-from airflow_provider_expand.engine.operations.plan import MigrationPlan
-from airflow_provider_expand.engine.operations.planner import plan_migration
-from airflow_provider_expand.engine.operations.schema import Schema, read_schema
+from airflow_provider_expand.engine.operations.schema import Schema
 
 TABLE = "operation_snapshots"
 
@@ -58,21 +55,16 @@ def load(conn: psycopg.Connection, ledger_schema: str, migration_id: str) -> Sch
     return Schema.from_dict(data)
 
 
-def take(conn: psycopg.Connection, ledger_schema: str, migration_id: str, schema: str = "public") -> Schema:
-    """The stored model, or the catalog's now (stored first, so every later task plans from it)."""
-    stored = load(conn, ledger_schema, migration_id)
-    if stored is not None:
-        return stored
+def store(conn: psycopg.Connection, ledger_schema: str, migration_id: str, model: Schema) -> Schema:
+    """Keep ``model`` as the migration's snapshot, unless one is stored already (that one is returned)."""
     ensure(conn, ledger_schema)
-    with conn.transaction():
-        model = read_schema(conn, schema)
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (migration_id, schema_name, model) VALUES (%s, %s, %s) "
-                "ON CONFLICT (migration_id) DO NOTHING"
-            ).format(_table(ledger_schema)),
-            (migration_id, schema, Jsonb(model.to_dict())),
-        )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (migration_id, schema_name, model) VALUES (%s, %s, %s) "
+            "ON CONFLICT (migration_id) DO NOTHING"
+        ).format(_table(ledger_schema)),
+        (migration_id, model.name, Jsonb(model.to_dict())),
+    )
     stored = load(conn, ledger_schema, migration_id)
     assert stored is not None
     return stored
@@ -85,20 +77,3 @@ def discard(conn: psycopg.Connection, ledger_schema: str, migration_id: str) -> 
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE migration_id = %s").format(_table(ledger_schema)), (migration_id,)
         )
-
-
-def plan_from_snapshot(
-    conn: psycopg.Connection,
-    operations: list[Operation[Any]],
-    ctx: PlanContext,
-    ledger_schema: str,
-    *,
-    take_if_missing: bool,
-) -> MigrationPlan | None:
-    """The migration's plan from its snapshot (taken now when ``take_if_missing``; else None if absent)."""
-    model = (
-        take(conn, ledger_schema, ctx.migration_id, ctx.schema)
-        if take_if_missing
-        else load(conn, ledger_schema, ctx.migration_id)
-    )
-    return None if model is None else plan_migration(operations, model, ctx)

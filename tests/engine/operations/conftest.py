@@ -9,7 +9,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,17 +46,24 @@ def _with_dbname(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
+@contextmanager
+def fresh_database(server_dsn: str) -> Iterator[str]:
+    """A database of its own on the test server, dropped afterwards."""
+    name = f"expand_ref_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_dbname(server_dsn, name)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def reference_dsn(pg_server_dsn: str) -> Iterator[str]:
     """A second fresh database: where the hand-written reference schema is built."""
-    name = f"expand_ref_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_dbname(pg_server_dsn, name)
-    finally:
-        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(pg_server_dsn) as dsn:
+        yield dsn
 
 
 def dump_schema(dsn: str) -> str:
@@ -71,7 +78,9 @@ def dump_schema(dsn: str) -> str:
     lines = [
         line
         for line in out.splitlines()
-        if line.strip() and not line.startswith("--") and not re.match(r"^(SET|SELECT pg_catalog|\\restrict|\\unrestrict)", line)
+        if line.strip()
+        and not line.startswith("--")
+        and not re.match(r"^(SET|SELECT pg_catalog|\\restrict|\\unrestrict)", line)
     ]
     statements = "\n".join(lines).split(";\n")
     return ";\n".join(sorted(s.strip() for s in statements))
@@ -177,7 +186,9 @@ def rows(conn: psycopg.Connection, query: str, *args: Any) -> list[tuple[Any, ..
         return cur.execute(query, args).fetchall()  # type: ignore[arg-type]
 
 
-def check_contract_matches(pg_dsn: str, reference_dsn: str, before: str, operations: str, after: str) -> Migration:
+def check_contract_matches(
+    pg_dsn: str, reference_dsn: str, before: str, operations: str, after: str
+) -> Migration:
     """``before`` + the operations' expand, backfill, indexes and contract == ``after`` written by hand."""
     build(pg_dsn, before)
     migration = Migration.of(pg_dsn, operations)
@@ -198,5 +209,7 @@ def check_rollback_restores(pg_dsn: str, reference_dsn: str, before: str, operat
     migration.rollback()
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)
     with old_code(pg_dsn) as conn:
-        assert rows(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", migration.migration_id) == [(0,)]
+        assert rows(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", migration.migration_id) == [
+            (0,)
+        ]
     return migration

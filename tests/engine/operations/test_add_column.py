@@ -64,7 +64,7 @@ def test_old_and_new_code_write_while_backfill_runs(pg_dsn: str) -> None:
             with old_code(pg_dsn) as conn:
                 for i in range(50):
                     conn.execute("INSERT INTO users (name) VALUES (%s)", (f"old{i}",))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.append(exc)
 
     def new_writer() -> None:
@@ -72,7 +72,7 @@ def test_old_and_new_code_write_while_backfill_runs(pg_dsn: str) -> None:
             with new_code(pg_dsn) as conn:
                 for i in range(50):
                     conn.execute("INSERT INTO users (name, handle) VALUES (%s, %s)", (f"new{i}", f"own-{i}"))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=f) for f in (old_writer, new_writer, migration.backfill)]
@@ -83,7 +83,9 @@ def test_old_and_new_code_write_while_backfill_runs(pg_dsn: str) -> None:
     assert not failures
     with new_code(pg_dsn) as conn:
         assert rows(conn, "SELECT handle FROM users WHERE name = 'old4'") == [("OLD4",)]  # up, by the trigger
-        assert rows(conn, "SELECT handle FROM users WHERE name = 'new4'") == [("own-4",)]  # kept, not overwritten
+        assert rows(conn, "SELECT handle FROM users WHERE name = 'new4'") == [
+            ("own-4",)
+        ]  # kept, not overwritten
         assert rows(conn, "SELECT count(*) FROM users WHERE handle IS NULL") == [(0,)]
         with pytest.raises(psycopg.errors.CheckViolation):  # NOT NULL is enforced for new rows already
             conn.execute("INSERT INTO users (name, handle) VALUES ('x', NULL)")

@@ -35,7 +35,9 @@ def test_expand_contract_matches_reference(pg_dsn: str, reference_dsn: str) -> N
 
 
 def test_rollback_restores(pg_dsn: str, reference_dsn: str) -> None:
-    check_rollback_restores(pg_dsn, reference_dsn, BEFORE, "- drop_column: {table: fruits, column: price, down: '0'}")
+    check_rollback_restores(
+        pg_dsn, reference_dsn, BEFORE, "- drop_column: {table: fruits, column: price, down: '0'}"
+    )
 
 
 def test_new_code_inserts_without_the_column_and_old_code_sees_down(pg_dsn: str) -> None:
@@ -47,8 +49,14 @@ def test_new_code_inserts_without_the_column_and_old_code_sees_down(pg_dsn: str)
         old.execute("INSERT INTO fruits (name, price) VALUES ('fig', 7)")
         assert rows(old, "SELECT price FROM fruits WHERE name = 'kiwi'") == [(40,)]
         assert rows(old, "SELECT price FROM fruits WHERE name = 'fig'") == [(7,)]  # old code's own value kept
-        assert [c for (c,) in rows(new, "SELECT column_name FROM information_schema.columns "
-                                   "WHERE table_schema = 'm1' AND table_name = 'fruits' ORDER BY 1")] == ["id", "name"]
+        assert [
+            c
+            for (c,) in rows(
+                new,
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = 'm1' AND table_name = 'fruits' ORDER BY 1",
+            )
+        ] == ["id", "name"]
     migration.contract()
     with new_code(pg_dsn) as new:
         assert rows(new, "SELECT name FROM fruits ORDER BY id") == [("apple",), ("kiwi",), ("fig",)]
@@ -64,5 +72,7 @@ def test_not_null_column_without_down_is_refused(pg_dsn: str) -> None:
 def test_missing_column(pg_dsn: str) -> None:
     build(pg_dsn, BEFORE)
     migration = Migration.of(pg_dsn, "- drop_column: {table: fruits, column: cost, down: '0'}")
-    with pytest.raises(OperationError, match=r"operations\[0\]\.drop_column\.column: column 'cost' does not exist"):
+    with pytest.raises(
+        OperationError, match=r"operations\[0\]\.drop_column\.column: column 'cost' does not exist"
+    ):
         migration.expand()

@@ -18,7 +18,10 @@ OPS = """
     up: CREATE TABLE users (id integer PRIMARY KEY, name text); CREATE INDEX CONCURRENTLY users_name ON users (name)
     down: DROP TABLE IF EXISTS users
 """
-AFTER = BEFORE + "CREATE TABLE users (id integer PRIMARY KEY, name text); CREATE INDEX users_name ON users (name);"
+AFTER = (
+    BEFORE
+    + "CREATE TABLE users (id integer PRIMARY KEY, name text); CREATE INDEX users_name ON users (name);"
+)
 
 
 def test_expand_contract_matches_reference(pg_dsn: str, reference_dsn: str) -> None:
@@ -41,7 +44,9 @@ def test_on_complete_runs_in_the_contract(pg_dsn: str, reference_dsn: str) -> No
     migration = Migration.of(pg_dsn, ops)
     migration.expand()
     with new_code(pg_dsn) as new:
-        assert rows(new, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'birth_date'") == [(0,)]
+        assert rows(
+            new, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'birth_date'"
+        ) == [(0,)]
     migration.contract()
     build(reference_dsn, BEFORE + "ALTER TABLE people ADD COLUMN nick text, ADD COLUMN birth_date timestamp;")
     from tests.engine.operations.conftest import dump_schema

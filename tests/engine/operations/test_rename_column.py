@@ -39,9 +39,14 @@ def test_both_versions_write_during_the_soak_and_contract_renames(
     def write(conn: psycopg.Connection, column: str, prefix: str) -> None:
         try:
             for i in range(40):
-                conn.execute(f"INSERT INTO employees (name, {column}) VALUES (%s, %s)", (f"{prefix}{i}", f"{prefix}t{i}"))
-                conn.execute(f"UPDATE employees SET {column} = %s WHERE name = %s", (f"{prefix}u{i}", f"{prefix}{i}"))
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+                conn.execute(
+                    f"INSERT INTO employees (name, {column}) VALUES (%s, %s)",
+                    (f"{prefix}{i}", f"{prefix}t{i}"),
+                )
+                conn.execute(
+                    f"UPDATE employees SET {column} = %s WHERE name = %s", (f"{prefix}u{i}", f"{prefix}{i}")
+                )
+        except BaseException as exc:
             errors.append(exc)
 
     with old_code(pg_dsn) as old, new_code(pg_dsn) as new:
@@ -70,7 +75,9 @@ def test_both_versions_write_during_the_soak_and_contract_renames(
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)
 
 
-def test_rollback_after_expand_restores_the_schema(migration: Migration, pg_dsn: str, reference_dsn: str) -> None:
+def test_rollback_after_expand_restores_the_schema(
+    migration: Migration, pg_dsn: str, reference_dsn: str
+) -> None:
     build(reference_dsn, BEFORE)
     migration.expand()
     with new_code(pg_dsn) as new:

@@ -38,7 +38,7 @@ def test_both_versions_write_then_contract_matches_reference(pg_dsn: str, refere
         try:
             for i in range(40):
                 conn.execute(f"INSERT INTO {table} (name) VALUES (%s)", (f"{table}{i}",))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.append(exc)
 
     with old_code(pg_dsn) as old, new_code(pg_dsn) as new:
