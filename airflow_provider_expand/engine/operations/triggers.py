@@ -19,9 +19,10 @@ and only one direction acts on a given write (the two writer checks are compleme
 
 **Rows the backfill has not reached.** The table's marker column (the planner's "needs backfill" flag)
 says which rows still hold no new-shape value. An up fill computes it for such a row whenever any version
-touches it (unless new code wrote the column itself), then clears the flag, so a new-code update of an
-old row never meets an empty column (a ``NOT NULL`` check on it would refuse the write), and the backfill
-skips every row written since the expand.
+touches it (unless new code wrote the column itself), and the planner's marker trigger clears the flag on
+every write, so a new-code update of an old row never meets an empty column (a ``NOT NULL`` check on it
+would refuse the write), and the backfill skips every row written since the expand. The flag is read
+through ``to_jsonb(OLD)``, so a fill works whether the marker column exists yet (or still) or not.
 
 **Only when the source changed.** On ``UPDATE`` the expression runs again only when a column it reads
 changed, so a nondeterministic ``up`` (pgroll's own example appends ``random()``) is not re-rolled by an
@@ -151,7 +152,7 @@ class ColumnFill:
     ``columns`` maps every column name of the writer's version of the row to its physical column; the
     expression is written with those names. ``marker`` is the table's "not yet backfilled" flag column:
     an old-code fill (``up``) also fills the rows the backfill has not reached yet when any version
-    touches them, and clears the flag, so a row is complete after every write.
+    touches them (the planner's marker trigger clears the flag), so a row is complete after every write.
     """
 
     schema: str
@@ -197,15 +198,17 @@ def _body(fill: ColumnFill) -> sql.Composable:
         return sql.SQL("  IF NOT {is_new} AND ({changed}) THEN\n    {assign}\n  END IF;\n").format(
             is_new=is_new, changed=changed, assign=assign
         )
-    marker = sql.Identifier(fill.marker)
+    # read through to_jsonb, so the trigger works before the planner adds the marker column and after it
+    # drops it (the order of the expand / contract / rollback groups is the planner's); only evaluated when
+    # the cheaper tests before it in the condition did not decide
+    marker = sql.SQL("coalesce((to_jsonb(OLD) ->> {})::boolean, false)").format(sql.Literal(fill.marker))
     return sql.SQL(
         "  IF NOT {is_new} THEN\n"
-        "    IF {changed} OR OLD.{marker} THEN\n      {assign}\n    END IF;\n"
-        "  ELSIF TG_OP = 'UPDATE' AND OLD.{marker} AND NEW.{target} IS NOT DISTINCT FROM OLD.{target} THEN\n"
+        "    IF {changed} OR {marker} THEN\n      {assign}\n    END IF;\n"
+        "  ELSIF TG_OP = 'UPDATE' AND NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND {marker} THEN\n"
         "    -- new code touched a row the backfill has not reached: fill it as the backfill would\n"
         "    {assign}\n"
         "  END IF;\n"
-        "  NEW.{marker} := false;\n"
     ).format(is_new=is_new, changed=changed, assign=assign, marker=marker, target=target)
 
 

@@ -6,17 +6,21 @@ import psycopg
 import pytest
 
 from airflow_provider_expand.engine.operations import triggers
+from airflow_provider_expand.engine.operations.base import PlanContext
+from airflow_provider_expand.engine.operations.planner import marker_expand
 from airflow_provider_expand.engine.operations.triggers import ExpressionError, parse_expression
 
 V = "v_retype"
 MARKER = "_expand_needs_backfill"
 
 
-def _install(conn: psycopg.Connection) -> None:
+def _install(conn: psycopg.Connection, *, marker: bool = True) -> None:
     conn.execute("CREATE TABLE reviews (id int PRIMARY KEY, product text, rating text)")
     conn.execute("INSERT INTO reviews VALUES (10, 'old row', '2'), (11, 'old row', '3')")  # before the expand
     conn.execute("ALTER TABLE reviews ADD COLUMN _expand_new_rating integer")
-    conn.execute(f"ALTER TABLE reviews ADD COLUMN {MARKER} boolean DEFAULT true")
+    if marker:  # the planner's marker column and the trigger that clears it on every write
+        for statement in marker_expand(PlanContext(migration_id=V), "reviews").statements:
+            conn.execute(statement)  # type: ignore[arg-type]
     conn.execute(f"CREATE SCHEMA {V}")
     conn.execute(
         f"CREATE VIEW {V}.reviews AS SELECT id, product, _expand_new_rating AS rating FROM public.reviews"
@@ -70,6 +74,23 @@ def test_each_version_sees_the_others_writes(pg_conn: psycopg.Connection, pg_dsn
         assert new.execute("SELECT rating FROM reviews WHERE id >= 10 ORDER BY id").fetchall() == [(2,), (3,)]
 
 
+def test_fills_work_without_the_marker_column(pg_conn: psycopg.Connection, pg_dsn: str) -> None:
+    """Before the planner adds the marker (or after it dropped it) every write still goes through."""
+    _install(pg_conn, marker=False)
+    with psycopg.connect(pg_dsn, autocommit=True) as new:
+        new.execute(f"SET search_path = {V}, public")
+        pg_conn.execute("UPDATE reviews SET product = 'x' WHERE id = 10")  # old code, source unchanged
+        pg_conn.execute("UPDATE reviews SET rating = '4' WHERE id = 10")
+        new.execute("UPDATE reviews SET product = 'y' WHERE id = 11")  # new code, column not set
+        new.execute("INSERT INTO reviews (id, product, rating) VALUES (12, 'z', 1)")
+        assert new.execute("SELECT id, rating FROM reviews ORDER BY id").fetchall() == [
+            (10, 4),
+            (11, None),
+            (12, 1),
+        ]
+        assert pg_conn.execute("SELECT rating FROM reviews WHERE id = 12").fetchone() == ("1/5",)
+
+
 def test_drop_fill_removes_trigger_and_function(pg_conn: psycopg.Connection) -> None:
     _install(pg_conn)
     names = [
@@ -79,10 +100,10 @@ def test_drop_fill_removes_trigger_and_function(pg_conn: psycopg.Connection) -> 
     for name in names:
         for statement in triggers.drop_fill("public", "reviews", name):
             pg_conn.execute(statement)
-    assert pg_conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (0,)
-    assert pg_conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_expand\\_%'").fetchone() == (
-        0,
-    )
+    triggers_left = pg_conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall()
+    assert triggers_left == [("_expand_backfill_marker",)]  # the planner's, not ours
+    functions = pg_conn.execute("SELECT proname FROM pg_proc WHERE proname LIKE '\\_expand\\_%' ORDER BY 1")
+    assert functions.fetchall() == [("_expand_backfill_marker_reviews",)]
 
 
 def test_fill_from_old_code_only_acts_for_old_code(pg_conn: psycopg.Connection, pg_dsn: str) -> None:
