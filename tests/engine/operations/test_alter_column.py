@@ -374,3 +374,37 @@ def test_failed_unique_build_rolls_back_to_the_schema_before(db: str) -> None:
         assert conn.execute(
             "SELECT count(*) FROM pg_class WHERE relname LIKE '%%reviews_product%%'"
         ).fetchone() == (0,)
+
+
+def test_retype_and_rename_in_one_operation(db: str, pg_server_dsn: str) -> None:
+    ops = [
+        {
+            "alter_column": {
+                "table": "reviews",
+                "column": "rating",
+                "type": "integer",
+                "name": "stars",
+                "default": "3",
+                "up": "CAST(rating AS integer)",
+                "down": "CAST(stars AS text)",
+            }
+        }
+    ]
+    migration = plan(db, "m_stars", ops)
+    run_to_soak(db, migration)
+    with versions(db, migration) as (old, new):
+        new.execute("INSERT INTO reviews (id, product, stars) VALUES (6000, 'x', 4)")
+        assert old.execute("SELECT rating FROM reviews WHERE id = 6000").fetchone() == ("4",)
+        old.execute("INSERT INTO reviews (id, product, rating) VALUES (6001, 'x', '2')")
+        assert new.execute("SELECT stars FROM reviews WHERE id = 6001").fetchone() == (2,)
+    apply(db, migration.contract)
+    expected = reference(
+        pg_server_dsn,
+        """
+        CREATE TABLE users (id int PRIMARY KEY, name text);
+        CREATE TABLE reviews (id int PRIMARY KEY, product text NOT NULL, review text, user_id int,
+                              stars integer DEFAULT 3, CONSTRAINT review_not_spam CHECK (review <> 'spam'));
+        CREATE INDEX reviews_rating_idx ON reviews (stars);
+        """,
+    )
+    assert dump(db, "public") == expected
