@@ -22,7 +22,8 @@ says which rows still hold no new-shape value. An up fill computes it for such a
 touches it (unless new code wrote the column itself), and the planner's marker trigger clears the flag on
 every write, so a new-code update of an old row never meets an empty column (a ``NOT NULL`` check on it
 would refuse the write), and the backfill skips every row written since the expand. The flag is read
-through ``to_jsonb(OLD)``, so a fill works whether the marker column exists yet (or still) or not.
+through ``to_jsonb(OLD)``, so a fill works whether the marker column exists yet (or still) or not: without
+it old code's writes always compute (in the expand any row may be unfilled) and new code never fills.
 
 **Only when the source changed.** On ``UPDATE`` the expression runs again only when a column it reads
 changed, so a nondeterministic ``up`` (pgroll's own example appends ``random()``) is not re-rolled by an
@@ -198,18 +199,19 @@ def _body(fill: ColumnFill) -> sql.Composable:
         return sql.SQL("  IF NOT {is_new} AND ({changed}) THEN\n    {assign}\n  END IF;\n").format(
             is_new=is_new, changed=changed, assign=assign
         )
-    # read through to_jsonb, so the trigger works before the planner adds the marker column and after it
-    # drops it (the order of the expand / contract / rollback groups is the planner's); only evaluated when
-    # the cheaper tests before it in the condition did not decide
-    marker = sql.SQL("coalesce((to_jsonb(OLD) ->> {})::boolean, false)").format(sql.Literal(fill.marker))
+    # Read through to_jsonb, so the trigger works while the marker column does not exist: in the expand
+    # before the planner adds it, every row may still be unfilled (old code's writes always compute); in the
+    # contract or rollback after it dropped it, the backfill is done or moot (new code never fills lazily).
+    # Only evaluated when the cheaper tests before it in the condition did not decide.
+    flag = sql.SQL("(to_jsonb(OLD) ->> {})::boolean").format(sql.Literal(fill.marker))
     return sql.SQL(
         "  IF NOT {is_new} THEN\n"
-        "    IF {changed} OR {marker} THEN\n      {assign}\n    END IF;\n"
-        "  ELSIF TG_OP = 'UPDATE' AND NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND {marker} THEN\n"
+        "    IF {changed} OR coalesce({flag}, true) THEN\n      {assign}\n    END IF;\n"
+        "  ELSIF TG_OP = 'UPDATE' AND NEW.{target} IS NOT DISTINCT FROM OLD.{target} AND coalesce({flag}, false) THEN\n"
         "    -- new code touched a row the backfill has not reached: fill it as the backfill would\n"
         "    {assign}\n"
         "  END IF;\n"
-    ).format(is_new=is_new, changed=changed, assign=assign, marker=marker, target=target)
+    ).format(is_new=is_new, changed=changed, assign=assign, flag=flag, target=target)
 
 
 def create_fill(fill: ColumnFill) -> list[str]:

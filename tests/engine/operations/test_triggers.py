@@ -88,6 +88,10 @@ def test_fills_work_without_the_marker_column(pg_conn: psycopg.Connection, pg_ds
             (11, None),
             (12, 1),
         ]
+        # without the marker, old code's update computes the copy (in the expand, before the planner adds
+        # the marker, any row may be unfilled); new code does not fill lazily (contract, rollback)
+        pg_conn.execute("UPDATE reviews SET product = 'x2' WHERE id = 11")
+        assert new.execute("SELECT rating FROM reviews WHERE id = 11").fetchone() == (3,)
         assert pg_conn.execute("SELECT rating FROM reviews WHERE id = 12").fetchone() == ("1/5",)
 
 
