@@ -74,14 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--conn-id", default="postgres_default", help="postgres_conn_id to write in the spec")
     new.set_defaults(handler=_new)
 
-    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG")
+    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG and every phase's SQL")
     plan.add_argument("path", type=Path, metavar="PATH", help="a migration folder")
+    plan.add_argument(
+        "--conn", help="plan operations against this database's catalog (a DSN, or an Airflow connection id)"
+    )
     plan.set_defaults(handler=_plan)
+
+    pgroll = commands.add_parser("import-pgroll", help="write migration folders from pgroll migration files")
+    pgroll.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="pgroll migrations (.json, .yaml)"
+    )
+    pgroll.add_argument("--dir", type=Path, default=Path("."), help="where to write the folders (default .)")
+    pgroll.add_argument(
+        "--conn-id", default="postgres_default", help="postgres_conn_id to write in the specs"
+    )
+    pgroll.add_argument("--soak", help="soak to write in the specs (e.g. 24h); none by default")
+    pgroll.set_defaults(handler=_import_pgroll)
 
     status = commands.add_parser(
         "status", help="phase and per-step progress from the target database's ledger"
     )
-    status.add_argument("id", help="the migration id")
+    status.add_argument("id", nargs="?", help="the migration id (none: every migration in flight)")
     status.add_argument("--conn", required=True, help="a PostgreSQL DSN/URI, or an Airflow connection id")
     status.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"ledger schema (default {DEFAULT_SCHEMA})")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -97,11 +111,40 @@ def _plan(args: argparse.Namespace) -> int:
 
     if not (args.path / SPEC_FILE).is_file():
         raise UsageError(f"plan: {args.path} has no {SPEC_FILE}")
+    from airflow_provider_expand.plan import phase_sql
+
     dag_id, steps = plan_migration(args.path)
     print(f"{dag_id}: {len(steps)} steps")
     for number, step in enumerate(steps, 1):
         print(f"{number:>3}. {step}")
-    return OK
+    print()
+    spec = load_migration(args.path)
+    if args.conn:
+        with _connect(args.conn) as conn:
+            lines = phase_sql(spec, conn)
+    else:
+        lines = phase_sql(spec, None)
+    print("\n".join(lines))
+    return (
+        FINDINGS
+        if any(line.startswith(("cannot plan:", "lint: ")) and "clean" not in line for line in lines)
+        else OK
+    )
+
+
+def _import_pgroll(args: argparse.Namespace) -> int:
+    from airflow_provider_expand.pgroll_import import PgrollImportError, import_pgroll
+
+    failed = 0
+    for path in args.files:
+        try:
+            folder = import_pgroll(path, args.dir, postgres_conn_id=args.conn_id, soak=args.soak)
+        except PgrollImportError as exc:
+            print(f"airflow-expand: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path} -> {folder}/{SPEC_FILE}")
+    return USAGE if failed else OK
 
 
 # -- lint ------------------------------------------------------------------------------------------
@@ -212,6 +255,8 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.id is None:
+        return _in_flight(args)
     ledger = Ledger(args.schema)
     with _connect(args.conn) as conn:
         try:
@@ -230,6 +275,27 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"migration": _jsonable(record), "steps": [_jsonable(s) for s in steps]}, indent=2))
     else:
         _print_status(record, steps, sys.stdout)
+    return OK
+
+
+def _in_flight(args: argparse.Namespace) -> int:
+    """Every migration between its begin and the end of its contract, and the tables it holds."""
+    from airflow_provider_expand.engine.ledger.holds import in_flight
+
+    with _connect(args.conn) as conn:
+        flights = in_flight(conn, args.schema)
+    if args.json:
+        print(
+            json.dumps(
+                [{"migration": m, "phase": p, "tables": list(t)} for (m, p), t in flights.items()], indent=2
+            )
+        )
+        return OK
+    if not flights:
+        print("no migration in flight")
+        return OK
+    for (migration, phase), tables in flights.items():
+        print(f"{migration}: {phase}, holds {', '.join(tables)}")
     return OK
 
 

@@ -200,6 +200,7 @@ class _MigrationDag(ReleaseSteps):
         return MigrationGateOperator(
             task_id="begin",
             tables=self.tables.get("expand", []),
+            holds=list(dict.fromkeys(t for phase in self.tables.values() for t in phase)),
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,
             **self.common(),

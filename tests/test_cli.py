@@ -223,8 +223,10 @@ def test_plan_lists_the_steps_in_order(capsys: pytest.CaptureFixture[str]) -> No
     example = Path(__file__).resolve().parent.parent / "dags" / "migrations" / "products_title_to_name"
     assert main(["plan", str(example)]) == 0
     out = capsys.readouterr().out
-    lines = [line.split()[1] for line in out.splitlines()[1:]]
+    steps, sql_text = out.split("\n\n", 1)
+    lines = [line.split()[1] for line in steps.splitlines()[1:]]
     assert lines[:3] == ["lint", "begin", "preflight"]
+    assert "-- expand (expand.sql)" in sql_text and "-- contract (contract.sql)" in sql_text
     assert (
         lines.index("expand")
         < lines.index("backfill.products")

@@ -338,7 +338,7 @@ def test_contract_window_is_checked(tmp_path: Path) -> None:
 def test_nothing_to_do(tmp_path: Path) -> None:
     folder = write(tmp_path, "id: mig\npostgres_conn_id: app_db\n", ())
     assert problems(folder) == [
-        "mig/migration.yaml: nothing to do: give at least one of expand, backfill, indexes, contract"
+        "mig/migration.yaml: nothing to do: give at least one of operations, expand, backfill, indexes, contract"
     ]
 
 

@@ -199,3 +199,28 @@ def test_failure_after_expand_rolls_back_to_the_same_schema(
         assert conn.execute("SELECT to_regnamespace(%s)", (migration_id,)).fetchone() == (None,)
         record = Ledger().get(conn, migration_id)
         assert record is not None and record.phase == "rolled_back"
+
+
+def test_begin_refuses_while_another_migration_holds_the_table(
+    tmp_path: Path, airflow_home: Path, airflow_conn: dict[str, str], pg_dsn: str, migration_id: str
+) -> None:
+    from airflow_provider_expand.engine.ledger.holds import claim
+    from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
+
+    build(pg_dsn, BEFORE)
+    before = dump_schema(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # another migration, mid-soak on products
+        lifecycle = Lifecycle(Ledger())
+        lifecycle.ledger.ensure(conn)
+        claim(conn, "airflow_expand", "other_migration", ["products"])
+        for event in (Event.BEGIN, Event.EXPAND_STARTED, Event.EXPANDED):
+            lifecycle.move(conn, "other_migration", event)
+    folder = _folder(tmp_path, migration_id)
+    dag_file = install_dag_file(airflow_home, folder.parent, migration_id)
+    run = run_dag(dag_file, migration_id)
+    result = states(run)
+    assert str(run.state) == "failed" and result["begin"] == "failed", result
+    assert result["expand"] == "upstream_failed", result
+    assert dump_schema(pg_dsn) == before
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert Ledger().get(conn, migration_id) is None  # refused before anything was recorded

@@ -141,6 +141,11 @@ class Constraint(Fields):
     index_parameters: IndexParameters | None = None
     exclude: Exclude | None = None
 
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        return check_expression(value) if value else value
+
 
 class OpClass(Fields):
     name: str = ""

@@ -119,6 +119,13 @@ def plan_migration(operations: Sequence[Operation[Any]], schema: Schema, ctx: Pl
     if not operations:
         raise errors.OperationError("needs at least one operation", index=0, operation="", source=ctx.source)
     check_isolation(operations)
+    if len(ctx.version_schema.encode()) > 63:
+        raise operations[0].fail(
+            errors.ConflictError,
+            "",
+            f"the migration id {ctx.version_schema!r} names the version schema, and is longer than PostgreSQL's "
+            "63-byte identifiers: shorten it",
+        )
     if ctx.version_schema in schema.schemas:
         raise operations[0].fail(
             errors.ConflictError,

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from airflow_provider_expand.engine.operations.base import Fields, Operation
 from airflow_provider_expand.engine.operations.plan import Group
 from airflow_provider_expand.engine.operations.schema import Schema
-from airflow_provider_expand.engine.statements import SQLFileError, parse_statements
+from airflow_provider_expand.engine.statements import SQLFileError, parse_statements, relations
 
 
 class RawSQLFields(Fields):
@@ -77,6 +77,11 @@ class RawSQL(Operation[RawSQLFields]):
 
     def rollback(self) -> Sequence[Group]:
         return groups(self.fields.down, self.label) if self.fields.down else ()
+
+    def tables(self) -> tuple[str, ...]:
+        """Every table its statements name (what ``begin`` claims for it)."""
+        text = ";\n".join(t for t in (self.fields.up, self.fields.down) if t)
+        return tuple(relations(parse_statements(text)))
 
 
 OPERATION = RawSQL

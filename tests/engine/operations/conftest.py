@@ -183,7 +183,7 @@ def old_code(dsn: str) -> psycopg.Connection:
 
 def rows(conn: psycopg.Connection, query: str, *args: Any) -> list[tuple[Any, ...]]:
     with closing(conn.cursor()) as cur:
-        return cur.execute(query, args).fetchall()  # type: ignore[arg-type]
+        return cur.execute(query, args or None).fetchall()  # type: ignore[arg-type]
 
 
 def check_contract_matches(
