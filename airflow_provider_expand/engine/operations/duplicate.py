@@ -198,13 +198,26 @@ class Duplication:
         retype = shape.type if shape.type and " ".join(shape.type.lower().split()) != old.type else None
         return _Column(shape=shape, old=old, temporary=temporary, final=final, nullable=nullable, type=retype)
 
-    def _expression(self, text: str, field: str, column: str) -> str:
+    def _expression(self, text: str, field: str, column: str, names: Mapping[str, str] | None = None) -> str:
+        """``text`` parsed; with ``names`` (the columns its version has), an unknown column is an error too
+        (unless a subquery could be the one naming it)."""
         try:
-            return parse_expression(text).text
+            expression = parse_expression(text)
         except ExpressionError as exc:
             raise self.op.fail(
                 errors.ExpressionError, field, str(exc), table=self.table.name, column=column
             ) from exc
+        unknown = sorted(expression.columns - set(names or ())) if names is not None else []
+        if unknown and not expression.subquery:
+            raise self.op.fail(
+                errors.ExpressionError,
+                field,
+                f"names {unknown[0]!r}, which is not a column of table {self.table.name!r} in the version this "
+                f"expression reads (columns: {', '.join(names or ())})",
+                table=self.table.name,
+                column=column,
+            )
+        return expression.text
 
     def _carry(
         self, schema: Schema, before: Table, renames: Mapping[str, str], dropped: frozenset[str]
@@ -355,8 +368,8 @@ class Duplication:
         for c in self.columns:
             up = c.shape.up if c.shape.up is not None else ident(c.old.name)
             down = c.shape.down if c.shape.down is not None else ident(c.final)
-            self._expression(up, c.shape.up_field, c.old.name)
-            self._expression(down, c.shape.down_field, c.old.name)
+            self._expression(up, c.shape.up_field, c.old.name, old_vars)
+            self._expression(down, c.shape.down_field, c.old.name, new_vars)
             upward, downward = duplicate_fills(
                 schema=ctx.schema,
                 table=before.physical,

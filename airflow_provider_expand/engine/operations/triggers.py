@@ -65,6 +65,7 @@ class Expression:
 
     text: str
     columns: frozenset[str]
+    subquery: bool = False  # a subquery's names may be another table's columns
 
 
 def parse_expression(source: str) -> Expression:
@@ -93,7 +94,8 @@ def parse_expression(source: str) -> Expression:
         raise ExpressionError("must be one SQL expression, without other clauses")
     value = node.targetList[0].val
     names = frozenset(name for n in _walk(value) if (name := _plain_column(n)) is not None)
-    return Expression(text=f"({RawStream()(value)})", columns=names)
+    subquery = any(isinstance(n, ast.SubLink) for n in _walk(value))
+    return Expression(text=f"({RawStream()(value)})", columns=names, subquery=subquery)
 
 
 def _plain_column(node: object) -> str | None:

@@ -263,6 +263,16 @@ BAD_INPUT: list[tuple[dict[str, Any], type[errors.OperationError], str]] = [
     ({"table": "reviews", "column": "nope", "type": "int"}, errors.ColumnNotFoundError, "column"),
     ({"table": "reviews", "column": "id", "type": "bigint"}, errors.UnsupportedError, "column"),
     ({"table": "reviews", "column": "rating"}, errors.OperationError, ""),
+    (
+        {"table": "reviews", "column": "rating", "type": "int", "down": "event_name"},
+        errors.ExpressionError,
+        "down",
+    ),
+    (
+        {"table": "reviews", "column": "rating", "type": "int", "up": "ratin::int"},
+        errors.ExpressionError,
+        "up",
+    ),
     ({"table": "reviews", "column": "review", "type": "varchar(20)"}, errors.UnsupportedError, "type"),
     ({"table": "reviews", "column": "rating", "name": "product"}, errors.ColumnExistsError, "name"),
     (
