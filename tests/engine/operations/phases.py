@@ -38,8 +38,10 @@ def plan(dsn: str, migration_id: str, operations: list[dict[str, Any]]) -> Migra
     with psycopg.connect(dsn) as conn:
         schema = read_schema(conn)
     migration = plan_migration(ops, schema, ctx)
-    findings = lint_plan(migration)  # the generated SQL passes the lint hand-written SQL must pass
-    assert not findings, "\n".join(map(str, findings))
+    # the generated SQL passes the lint hand-written SQL must pass (warnings, such as an integer column
+    # the operation asked for, are logged by the phase tasks and do not stop them)
+    errors = [f for f in lint_plan(migration) if f.severity == "error"]
+    assert not errors, "\n".join(map(str, errors))
     return migration
 
 
