@@ -74,7 +74,9 @@ def test_lint_spec_errors_and_bad_paths_exit_2(
     example: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = example / "migration.yaml"
-    spec.write_text(spec.read_text().replace("  - table: products\n", "  - table: products\n    batch_size: 0\n"))
+    spec.write_text(
+        spec.read_text().replace("  - table: products\n", "  - table: products\n    batch_size: 0\n")
+    )
     assert main(["lint", str(example)]) == 2
     assert capsys.readouterr().err.splitlines()[0] == (
         "products_title_to_name/migration.yaml: backfill[0].batch_size: must be greater than 0"
