@@ -21,6 +21,7 @@ from airflow_provider_expand.engine.lifecycle import Event
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
 from airflow_provider_expand.notifications import attach_notifiers
+from airflow_provider_expand.operators.approval import ContractApprovalOperator
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 from airflow_provider_expand.operators.backup import PgDumpOperator
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
@@ -130,6 +131,10 @@ class _MigrationDag(ReleaseSteps):
                 )
                 steps.append(soak)
                 self.at_risk.append(soak)
+            approval = self.approval()
+            if approval is not None:
+                steps.append(approval)
+                self.at_risk.append(approval)  # only a person's "Roll back" fails it
             contract = self.phase_sql("contract")
             verify = self.verify("verify", "contract", baseline="verify_expand" if verify_expand else "begin")
             done = LedgerPhaseOperator(
@@ -148,6 +153,20 @@ class _MigrationDag(ReleaseSteps):
             if spec.notify is not None:
                 attach_notifiers(spec, dag, done=done, rollback=rollback)
         return dag
+
+    def approval(self) -> BaseOperator | None:
+        """A person's go-ahead between the soak and the contract (``contract_approval:``)."""
+        approval = self.spec.contract_approval
+        if approval is None:
+            return None
+        return ContractApprovalOperator(
+            task_id="approve_contract",
+            timeout=approval.timeout,
+            approvers=list(approval.approvers),
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **self.common(),
+        )
 
     def expand(self) -> BaseOperator | None:
         """expand.sql through the DDL runner, or the app's own migrator in its image."""

@@ -34,6 +34,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": _modules(
             "operators",
             [
+                "approval",
                 "backfill",
                 "backup",
                 "deploy",

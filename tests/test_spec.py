@@ -335,6 +335,26 @@ def test_contract_window_is_checked(tmp_path: Path) -> None:
     ]
 
 
+def test_contract_approval_is_checked(tmp_path: Path) -> None:
+    files = ("expand.sql", "c.sql")
+    good = write(
+        tmp_path, MINIMAL + "contract: c.sql\ncontract_approval: {approvers: [alice], timeout: 4h}\n", files
+    )
+    approval = load_migration(good).contract_approval
+    assert approval is not None and approval.approvers == ("alice",)
+    assert approval.timeout == dt.timedelta(hours=4)
+    bad = write(tmp_path / "bad", MINIMAL + "contract: c.sql\ncontract_approval: {timeout: soon}\n", files)
+    found = problems(bad)
+    assert len(found) == 1 and found[0].startswith("mig/migration.yaml: contract_approval.timeout: "), found
+    assert "'soon'" in found[0], found
+    unknown = write(
+        tmp_path / "unknown", MINIMAL + "contract: c.sql\ncontract_approval: {approver: bob}\n", files
+    )
+    assert any("contract_approval.approver" in p for p in problems(unknown)), problems(unknown)
+    without = write(tmp_path / "without", MINIMAL + "contract_approval: {timeout: 1h}\n")
+    assert any("contract_approval: there is no contract to approve" in p for p in problems(without))
+
+
 def test_nothing_to_do(tmp_path: Path) -> None:
     folder = write(tmp_path, "id: mig\npostgres_conn_id: app_db\n", ())
     assert problems(folder) == [

@@ -147,6 +147,15 @@ class SmtpNotifySpec(_Strict):
         return value
 
 
+class ContractApprovalSpec(_Strict):
+    """A person decides, in the UI's Required Actions, when the contract runs: contract now, wait (ask again
+    after ``timeout``) or roll back. No answer within ``timeout`` counts as wait, never as a rollback."""
+
+    # Airflow user ids who may answer; none: anyone allowed to act on the DAG's task instances
+    approvers: tuple[str, ...] = ()
+    timeout: PositiveDuration = dt.timedelta(hours=24)
+
+
 class NotifySpec(_Strict):
     """Who hears about a failure, a rollback or the end (the runbook's T+30 'Notifică tech lead')."""
 
@@ -238,6 +247,7 @@ class MigrationSpec(_Strict):
     soak: Duration | None = None
     contract: SqlFile | None = None
     contract_window: str | None = None
+    contract_approval: ContractApprovalSpec | None = None
     rollback: SqlFile | None = None
     verify: tuple[VerifySpec, ...] = ()
     ledger_schema: Identifier = DEFAULT_SCHEMA
@@ -270,6 +280,15 @@ class MigrationSpec(_Strict):
         ContractWindow.parse(value)
         if info.data.get("contract") is None:
             raise ValueError("there is no contract to schedule")
+        return value
+
+    @field_validator("contract_approval")
+    @classmethod
+    def _approval(
+        cls, value: ContractApprovalSpec | None, info: ValidationInfo
+    ) -> ContractApprovalSpec | None:
+        if value is not None and info.data.get("contract") is None:
+            raise ValueError("there is no contract to approve")
         return value
 
     @field_validator("backfill")

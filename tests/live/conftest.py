@@ -39,6 +39,10 @@ BROWSER = "products_title_to_name_ui"  # the browser test's own copy: its run mu
 # the migration view's copy: a slow backfill (small batches, long pauses, two partitions) to watch move
 VIEW = "products_title_to_name_view"
 VIEW_BACKFILL = {"batch_size": 10, "pause": "2s", "partitions": 2}
+# after its soak a person is asked (HITL) whether to contract; no answer within this is a "wait"
+VIEW_APPROVAL = {"approvers": ["admin"], "timeout": "20s"}
+# the contract approval's copy where a person chooses to roll back
+APPROVAL = "products_title_to_name_approval"
 ROWS = 3_000
 # long enough that the soak is still running when it starts (it counts from expand), even on a busy machine
 SOAK = "60s"
@@ -79,6 +83,17 @@ class LiveAirflow:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         return str(run["dag_run_id"])
+
+    def hitl(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
+        """The task's Human-in-the-loop detail, or None while it has none."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        response = self.client.get(f"{self.url}{path}")
+        return dict(response.json()) if response.status_code == 200 else None
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, choice: str) -> dict[str, Any]:
+        """Answer it as the UI's Required Actions does."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        return dict(self.api("PATCH", path, json={"chosen_options": [choice], "params_input": {}}))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
@@ -156,7 +171,17 @@ def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> Liv
     failing = {"name": "injected failure", "sql": "SELECT 1", "expect": 2, "after": "expand"}
     copy_migration(home, ROLLBACK, soak=SOAK, queues=queues, verify=[failing], postgres_conn_id="app_db_rb")
     copy_migration(home, BROWSER, soak=SOAK, queues=queues, postgres_conn_id="app_db_ui")
-    view = copy_migration(home, VIEW, soak=SOAK, queues=queues, postgres_conn_id="app_db_view")
+    view = copy_migration(
+        home, VIEW, soak=SOAK, queues=queues, postgres_conn_id="app_db_view", contract_approval=VIEW_APPROVAL
+    )
+    copy_migration(
+        home,
+        APPROVAL,
+        soak="5s",
+        queues=queues,
+        postgres_conn_id="app_db_ap",
+        contract_approval={"timeout": "10m"},
+    )
     _override_backfill(view, VIEW_BACKFILL)
     dags = home / "dags"
     dags.mkdir()
@@ -175,6 +200,8 @@ def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> Liv
         **connection_env(dsns[ROLLBACK], redis_url, pg_conn_id="app_db_rb"),
         **connection_env(dsns[BROWSER], redis_url, pg_conn_id="app_db_ui"),
         **connection_env(dsns[VIEW], redis_url, pg_conn_id="app_db_view"),
+        **connection_env(dsns[APPROVAL], redis_url, pg_conn_id="app_db_ap"),
+        "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "3",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         # the migration view reads the specs the DAG file loads

@@ -111,3 +111,59 @@ def test_the_view_shows_the_running_backfill_move(
     frame = page.frame_locator("iframe").first
     expect(frame.locator(f"article[data-migration='{VIEW}']")).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "migration-tab.png"))
+
+
+def _wait_for(what: str, check: Any, live: LiveAirflow, timeout: float = 300) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"{what} not within {timeout:.0f} s (last: {last})\n{live.logs()}")
+
+
+def _asking(live: LiveAirflow, run_id: str, decisions: int) -> dict[str, Any] | None:
+    """The view's data once ``decisions`` answers are recorded and the approval is asked (again)."""
+    detail = live.hitl(VIEW, run_id, "approve_contract")
+    if detail is None or detail.get("response_received"):
+        return None
+    data = _migration(live)
+    held = [h for h in data["holds"] if h["kind"] == "approval"]
+    return data if held and len(data["decisions"]) == decisions else None
+
+
+def test_the_contract_waits_for_a_person_and_a_timeout_asks_again(
+    live_airflow: LiveAirflow, view_run: str
+) -> None:
+    """The same run, after its soak: Required Actions asks; "Wait" and then no answer keep it soaking and
+    ask again; "Contract now" contracts. Every answer and who gave it is in the ledger's timeline."""
+    first = _wait_for("the approval asked", lambda: _asking(live_airflow, view_run, 0), live_airflow, 420)
+    assert first["phase"] == "soaking", first
+    assert first["soak"]["state"] == "done" or first["soak"]["remaining_seconds"] == 0, first["soak"]
+    answered = live_airflow.answer(VIEW, view_run, "approve_contract", "Wait")
+    assert answered["chosen_options"] == ["Wait"], answered
+
+    again = _wait_for("asked again after Wait", lambda: _asking(live_airflow, view_run, 1), live_airflow)
+    assert again["decisions"][0]["actor"] == "admin" and again["decisions"][0]["choice"] == "Wait"
+    assert again["phase"] == "soaking", again
+    # nobody answers: after its 20 s timeout it counts as a wait, and asks once more
+    third = _wait_for(
+        "asked again after the timeout", lambda: _asking(live_airflow, view_run, 2), live_airflow
+    )
+    assert third["decisions"][1]["choice"] == "Wait", third["decisions"]
+    assert third["decisions"][1]["actor"] == "nobody (timeout)", third["decisions"]
+    assert third["phase"] == "soaking", third
+
+    live_airflow.answer(VIEW, view_run, "approve_contract", "Contract now")
+    state, _ = live_airflow.watch(VIEW, view_run)
+    final = {ti["task_id"]: ti["state"] for ti in live_airflow.task_instances(VIEW, view_run)}
+    assert state == "success", final
+    assert final["rollback"] == "skipped" and final["contract"] == "success", final
+    done = _migration(live_airflow)
+    assert done["phase"] == "completed" and done["holds"] == [], done
+    choices = [(d["choice"], d["actor"]) for d in done["decisions"]]
+    assert choices == [("Wait", "admin"), ("Wait", "nobody (timeout)"), ("Contract now", "admin")], choices
+    events = [e["event"] for e in done["timeline"]]
+    assert "contract approval: Contract now by admin (round 3)" in events, events
