@@ -259,7 +259,8 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
     home = Path(tempfile.mkdtemp(prefix="expand-live-airflow-"))
     prefix = f"expandlive{uuid.uuid4().hex[:10]}"
     databases = {
-        dag_id: f"expand_live_{uuid.uuid4().hex[:10]}" for dag_id in (MIGRATION, ROLLBACK, BROWSER, VIEW)
+        dag_id: f"expand_live_{uuid.uuid4().hex[:10]}"
+        for dag_id in (MIGRATION, ROLLBACK, BROWSER, VIEW, APPROVAL)
     }
     dsns = {dag_id: with_dbname(pg_server_dsn, name) for dag_id, name in databases.items()}
     client = redis.Redis.from_url(redis_url)
