@@ -20,7 +20,7 @@ from airflow_provider_expand.dag_release import ReleaseSteps
 from airflow_provider_expand.engine.lifecycle import Event
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
-from airflow_provider_expand.notifications import attach_notifiers
+from airflow_provider_expand.notifications import attach_notifiers, deadline_alert
 from airflow_provider_expand.operators.approval import ContractApprovalOperator
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 from airflow_provider_expand.operators.backup import PgDumpOperator
@@ -96,6 +96,7 @@ class _MigrationDag(ReleaseSteps):
             doc_md=doc_md(spec),
             render_template_as_native_obj=True,
             default_args=retry_args(spec.retries, spec.retry_delay),
+            deadline=deadline_alert(spec),
         ) as dag:
             steps: list[Any] = [
                 LintOperator(task_id="lint", folder=str(spec.folder)),

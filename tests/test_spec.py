@@ -314,6 +314,8 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
         ("deploy: {container: w, image: i, health_url: 'localhost:65000/health'}", "deploy.health_url: "),
         ("contract: expand.sql", "expand and contract both name expand.sql"),
         ("contract_window: '02:00-05:00'", "contract_window: there is no contract to schedule"),
+        ("notify: {deadline: 2h}", "notify.deadline: needs a notifier to send it (smtp)"),
+        ("notify: {smtp: {to: [a@example.com]}, deadline: later}", "notify.deadline: "),
         (
             "backfill:\n  - {table: products, set: a = b, where: a IS NULL}\n  - {table: products, set: c = d, where: c IS NULL}",
             "backfill: table products appears twice ([0] and [1])",

@@ -161,6 +161,18 @@ class NotifySpec(_Strict):
 
     smtp: SmtpNotifySpec | None = None
     events: tuple[NotifyEvent, ...] = ("failure", "rollback", "completion")
+    # a run still going this long after it was queued notifies (an Airflow Deadline Alert, sent from the
+    # triggerer): the migration took longer than expected, someone should look
+    deadline: PositiveDuration | None = None
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_needs_a_notifier(
+        cls, value: dt.timedelta | None, info: ValidationInfo
+    ) -> dt.timedelta | None:
+        if value is not None and info.data.get("smtp") is None:
+            raise ValueError("needs a notifier to send it (smtp)")
+        return value
 
 
 class BackfillSpec(_Strict):

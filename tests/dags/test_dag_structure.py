@@ -113,3 +113,20 @@ def test_contract_approval_sits_between_soak_and_contract(tmp_path: Path) -> Non
     assert approval.assigned_users == [{"id": "alice", "name": "alice"}]
     assert approval.response_timeout is not None and approval.response_timeout.total_seconds() == 7200
     assert "approve_contract" not in build_migration_dag(EXAMPLE).task_ids
+
+
+def test_notify_deadline_is_a_deadline_alert_mailing_through_the_notifier(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from airflow.sdk.definitions.deadline import DeadlineReference
+
+    from airflow_provider_expand.notifications import MigrationNotifier
+
+    notify = {"smtp": {"to": ["oncall@example.com"], "conn_id": "smtp_x"}, "deadline": "30h"}
+    dag = build_migration_dag(copy_migration(tmp_path, "late", notify=notify))
+    (alert,) = dag.deadline
+    assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT and alert.interval == dt.timedelta(hours=30)
+    assert alert.callback.path == f"{MigrationNotifier.__module__}.MigrationNotifier"
+    assert alert.callback.kwargs["event"] == "deadline" and alert.callback.kwargs["smtp_conn_id"] == "smtp_x"
+    assert alert.callback.kwargs["to"] == ["oncall@example.com"]
+    assert not build_migration_dag(EXAMPLE).deadline

@@ -27,11 +27,12 @@ import psycopg
 import pytest
 import redis
 import yaml
+from aiosmtpd.controller import Controller
 from psycopg import sql
 
 from airflow_provider_expand.demo.airflow_home import airflow_env, connection_env
 from airflow_provider_expand.demo.servers import free_port, with_dbname
-from tests.dags.harness import copy_migration, seed_bullmq_queue, seed_demo
+from tests.dags.harness import Inbox, copy_migration, seed_bullmq_queue, seed_demo
 
 MIGRATION = "products_title_to_name"
 ROLLBACK = "products_title_to_name_rollback"
@@ -43,6 +44,7 @@ VIEW_BACKFILL = {"batch_size": 10, "pause": "2s", "partitions": 2}
 VIEW_APPROVAL = {"approvers": ["admin"], "timeout": "20s"}
 # the contract approval's copy where a person chooses to roll back
 APPROVAL = "products_title_to_name_approval"
+DEADLINE = "15s"
 ROWS = 3_000
 # long enough that the soak is still running when it starts (it counts from expand), even on a busy machine
 SOAK = "60s"
@@ -62,6 +64,7 @@ class LiveAirflow:
     processes: list[subprocess.Popen[bytes]]
     dsns: dict[str, str]
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    inbox: Inbox = field(default_factory=Inbox)  # what the notifiers mailed (a real SMTP server on loopback)
 
     def login(self, username: str = USER, password: str = PASSWORD) -> str:
         """An Airflow access token for ``username``, as the login form gets it."""
@@ -164,7 +167,7 @@ def _override_backfill(folder: Path, values: dict[str, Any]) -> None:
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> LiveAirflow:
+def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str, smtp_port: int) -> LiveAirflow:
     """Migration copies, a DAG file, the metadata DB, then the four components, each in its own group."""
     queues = {"names": ["sync"], "prefix": prefix, "drain_timeout": "60s"}
     copy_migration(home, MIGRATION, soak=SOAK, queues=queues)
@@ -202,6 +205,14 @@ def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str) -> Liv
         **connection_env(dsns[VIEW], redis_url, pg_conn_id="app_db_view"),
         **connection_env(dsns[APPROVAL], redis_url, pg_conn_id="app_db_ap"),
         "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "3",
+        "AIRFLOW_CONN_SMTP_LIVE": json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "retry_limit": 0, "timeout": 10},
+            }
+        ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         # the migration view reads the specs the DAG file loads
@@ -264,6 +275,8 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
     }
     dsns = {dag_id: with_dbname(pg_server_dsn, name) for dag_id, name in databases.items()}
     client = redis.Redis.from_url(redis_url)
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
     live: LiveAirflow | None = None
     try:
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
@@ -273,7 +286,9 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 seed_demo(conn, ROWS)
         seed_bullmq_queue(client, prefix)
-        live = _start(home, dsns, redis_url, prefix)
+        smtp.start()
+        live = _start(home, dsns, redis_url, prefix, smtp.port)
+        live.inbox = inbox
         _wait_until(
             lambda: live.client.get(f"{live.url}/api/v2/monitor/health").status_code == 200,
             "api-server health",
@@ -292,6 +307,8 @@ def live_airflow(pg_server_dsn: str, redis_url: str) -> Iterator[LiveAirflow]:
         if live is not None:
             live.client.close()
             _stop(live.processes)
+        with contextlib.suppress(AssertionError, RuntimeError):
+            smtp.stop()
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             for name in databases.values():
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -1,5 +1,6 @@
 """The contract approval on a real Airflow: a person's "Roll back" in Required Actions (answered through
-the REST API's HITL endpoint, as the UI does) rolls the migration back; the ledger names who chose it."""
+the REST API's HITL endpoint, as the UI does) rolls the migration back; the ledger names who chose it.
+Meanwhile the run passes its expected time and its Deadline Alert mails the spec's recipients."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import psycopg
 
 from airflow_provider_expand.engine.ledger.decisions import Decisions
 from airflow_provider_expand.engine.ledger.store import Ledger
-from tests.live.conftest import APPROVAL, LiveAirflow
+from tests.live.conftest import APPROVAL, DEADLINE, LiveAirflow
 
 
 def test_a_person_choosing_roll_back_rolls_the_migration_back(live_airflow: LiveAirflow) -> None:
@@ -28,6 +29,17 @@ def test_a_person_choosing_roll_back_rolls_the_migration_back(live_airflow: Live
     with psycopg.connect(live_airflow.dsns[APPROVAL], autocommit=True) as conn:
         record = Ledger().get(conn, APPROVAL)
     assert record is not None and record.phase == "soaking", record  # asking rolls nothing back
+
+    # the run has passed its expected time (notify.deadline): the Deadline Alert mailed the spec's recipients
+    late = f"{APPROVAL} still running after its expected {DEADLINE}"
+    while time.monotonic() < deadline and not any(late in s for s in live_airflow.inbox.subjects()):
+        time.sleep(2)
+    assert any(late in s for s in live_airflow.inbox.subjects()), (
+        live_airflow.inbox.subjects(),
+        live_airflow.logs(),
+    )
+    body = live_airflow.inbox.body(late)
+    assert f"run: {run_id}" in body and "phase soaking" in body, body
 
     live_airflow.answer(APPROVAL, run_id, "approve_contract", "Roll back")
     state, _ = live_airflow.watch(APPROVAL, run_id)
