@@ -93,8 +93,22 @@ class LiveAirflow:
         response = self.client.get(f"{self.url}{path}")
         return dict(response.json()) if response.status_code == 200 else None
 
+    def awaiting_input(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """The task is parked for a person, with its question unanswered."""
+        ti = self.client.get(f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+        detail = self.hitl(dag_id, run_id, task_id)
+        return (
+            ti.status_code == 200
+            and ti.json()["state"] == "awaiting_input"
+            and detail is not None
+            and not detail.get("response_received")
+        )
+
     def answer(self, dag_id: str, run_id: str, task_id: str, choice: str) -> dict[str, Any]:
-        """Answer it as the UI's Required Actions does."""
+        """Answer it as the UI's Required Actions does, as a person would: not within the second the task
+        parked (Airflow 3.3.2 with the LocalExecutor: an answer racing the parked process's exit event is
+        lost to a retry, which asks again)."""
+        time.sleep(5)
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
         return dict(self.api("PATCH", path, json={"chosen_options": [choice], "params_input": {}}))
 

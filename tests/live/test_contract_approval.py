@@ -16,12 +16,11 @@ from tests.live.conftest import APPROVAL, DEADLINE, LiveAirflow
 def test_a_person_choosing_roll_back_rolls_the_migration_back(live_airflow: LiveAirflow) -> None:
     run_id = live_airflow.trigger(APPROVAL, {})
     deadline = time.monotonic() + 420
-    detail = None
-    while time.monotonic() < deadline:
-        detail = live_airflow.hitl(APPROVAL, run_id, "approve_contract")
-        if detail is not None and not detail.get("response_received"):
-            break
+    while time.monotonic() < deadline and not live_airflow.awaiting_input(
+        APPROVAL, run_id, "approve_contract"
+    ):
         time.sleep(2)
+    detail = live_airflow.hitl(APPROVAL, run_id, "approve_contract")
     assert detail is not None, f"never asked\n{live_airflow.logs()}"
     assert detail["options"] == ["Contract now", "Wait", "Roll back"] and detail["defaults"] == ["Wait"], (
         detail

@@ -126,8 +126,7 @@ def _wait_for(what: str, check: Any, live: LiveAirflow, timeout: float = 300) ->
 
 def _asking(live: LiveAirflow, run_id: str, decisions: int) -> dict[str, Any] | None:
     """The view's data once ``decisions`` answers are recorded and the approval is asked (again)."""
-    detail = live.hitl(VIEW, run_id, "approve_contract")
-    if detail is None or detail.get("response_received"):
+    if not live.awaiting_input(VIEW, run_id, "approve_contract"):
         return None
     data = _migration(live)
     held = [h for h in data["holds"] if h["kind"] == "approval"]
