@@ -198,6 +198,12 @@ def _start(home: Path, dsns: dict[str, str], redis_url: str, prefix: str, smtp_p
         queues=queues,
         postgres_conn_id="app_db_ap",
         contract_approval={"timeout": "10m"},
+        # a Deadline Alert: the run waits for a person far longer than this
+        notify={
+            "smtp": {"to": ["oncall@example.com"], "conn_id": "smtp_live"},
+            "events": ["rollback"],
+            "deadline": DEADLINE,
+        },
     )
     _override_backfill(view, VIEW_BACKFILL)
     dags = home / "dags"

@@ -29,14 +29,16 @@ def _migration(live: LiveAirflow) -> dict[str, Any]:
 
 
 def _wait_for_backfill(live: LiveAirflow, timeout: float = 300) -> dict[str, Any]:
-    """The view's data once a partition has committed batches and is still running."""
+    """The view's data once both partitions started and one has committed batches and is still running."""
     deadline = time.monotonic() + timeout
     seen: Any = None
     while time.monotonic() < deadline:
         response = live.client.get(f"{live.url}/expand/api/migrations/{VIEW}")
         if response.status_code == 200:
             seen = response.json()
-            if any(p["status"] == "running" and p["rows_done"] > 0 for p in seen["backfill"]):
+            parts = {p["partition"] for p in seen["backfill"]}
+            running = [p for p in seen["backfill"] if p["status"] == "running" and p["rows_done"] > 0]
+            if parts == {0, 1} and running:
                 return dict(seen)
         time.sleep(1)
     raise AssertionError(f"no running backfill with rows done within {timeout:.0f} s: {seen}\n{live.logs()}")
