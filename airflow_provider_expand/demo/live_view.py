@@ -118,12 +118,12 @@ class LiveView:
             migration = self._migration()
         except psycopg.Error:
             migration = None
-        tasks = Table(title=f"{self.migration_id}  {run_id or ''}", title_justify="left", show_header=False)
+        tasks = Table(show_header=False)
         tasks.add_column("task")
         tasks.add_column("state")
         for task, state in states.items():
             tasks.add_row(task, Text(state, _COLORS.get(state, "")))
-        parts: list[RenderableType] = [tasks]
+        parts: list[RenderableType] = [Text(f"{self.migration_id}  {run_id or ''}", "bold"), tasks]
         if migration is not None:
             parts.append(Text(f"ledger phase: {migration['phase']}", "bold"))
             for p in migration["backfill"]:
@@ -144,7 +144,15 @@ class LiveView:
         return Group(*parts)
 
     def __enter__(self) -> LiveView:
-        self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+        # not redirecting sys.stdout/stderr: they go to the log file (logs_to_file), not above the view
+        self._live = Live(
+            self.render(),
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._live.__enter__()
         self._thread = threading.Thread(target=self._loop, name="expand-demo-live-view", daemon=True)
         self._thread.start()

@@ -112,7 +112,7 @@ def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) 
     color = "green" if str(dag_run.state) == "success" else "red"
     console.print(f"DAG run {dag_run.run_id}: [{color}]{dag_run.state}[/] in {elapsed:.0f} s")
     for line in _highlights(log_file):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(summary)
     console.print(
         f"the app meanwhile: {writer.statements} updates, {writer.errors} errors, "
