@@ -163,6 +163,9 @@ class _MigrationDag(ReleaseSteps):
         return ContractApprovalOperator(
             task_id="approve_contract",
             timeout=approval.timeout,
+            # Airflow 3.3.2 (LocalExecutor): an answer given within seconds of the task parking is lost to a
+            # retry, which asks again; spare tries so that only a person's "Roll back" can fail this task
+            retries=max(self.spec.retries, 10),
             approvers=list(approval.approvers),
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,

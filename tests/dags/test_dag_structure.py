@@ -112,6 +112,7 @@ def test_contract_approval_sits_between_soak_and_contract(tmp_path: Path) -> Non
     assert approval.options == ["Contract now", "Wait", "Roll back"] and approval.defaults == ["Wait"]
     assert approval.assigned_users == [{"id": "alice", "name": "alice"}]
     assert approval.response_timeout is not None and approval.response_timeout.total_seconds() == 7200
+    assert approval.retries >= 10  # a lost answer retries (asks again); only "Roll back" may fail it
     assert "approve_contract" not in build_migration_dag(EXAMPLE).task_ids
 
 

@@ -105,10 +105,10 @@ class LiveAirflow:
         )
 
     def answer(self, dag_id: str, run_id: str, task_id: str, choice: str) -> dict[str, Any]:
-        """Answer it as the UI's Required Actions does, as a person would: not within the second the task
-        parked (Airflow 3.3.2 with the LocalExecutor: an answer racing the parked process's exit event is
-        lost to a retry, which asks again)."""
-        time.sleep(5)
+        """Answer it as the UI's Required Actions does, as a person would: not within seconds of the task
+        parking (Airflow 3.3.2 with the LocalExecutor: an answer before the parked process's exit event,
+        some 6 s later, is lost to a retry, which asks again)."""
+        time.sleep(12)
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
         return dict(self.api("PATCH", path, json={"chosen_options": [choice], "params_input": {}}))
 
