@@ -3,6 +3,7 @@ migration stands from the ledger of its target database. No Airflow import unles
 given to ``status`` (a DSN works without Airflow).
 
 Exit codes: 0 fine, 1 findings (lint) or nothing recorded (status), 2 usage, spec or connection errors.
+The ``lint`` command lives in :mod:`airflow_provider_expand.lint_cli`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from airflow_provider_expand.engine.ledger.store import (
     MigrationRecord,
     StepRecord,
 )
-from airflow_provider_expand.engine.lint import PHASES, RULES, Finding, Phase, lint_migration, lint_sql
+from airflow_provider_expand.lint_cli import FINDINGS, OK, USAGE, add_lint_command
 from airflow_provider_expand.scaffold import ScaffoldError, scaffold_migration
-from airflow_provider_expand.spec import SPEC_FILE, SpecError, find_migrations, load_migration
-
-OK, FINDINGS, USAGE = 0, 1, 2
+from airflow_provider_expand.spec import SPEC_FILE, SpecError, load_migration
 
 
 class UsageError(Exception):
@@ -54,17 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    lint = commands.add_parser(
-        "lint",
-        help="check migration folders or SQL files against their phase",
-        description="Exit 0 when clean, 1 with findings, 2 for a bad path or spec.",
-    )
-    lint.add_argument(
-        "paths", nargs="*", type=Path, metavar="PATH", help="migration folders, roots or SQL files"
-    )
-    lint.add_argument("--phase", choices=PHASES, help="phase of SQL files whose name does not tell it")
-    lint.add_argument("--rules", action="store_true", help="list the rules and their codes, then exit")
-    lint.set_defaults(handler=_lint)
+    add_lint_command(commands)
 
     new = commands.add_parser("new", help="scaffold a migration folder that lints clean")
     new.add_argument("name", help="the migration id ([a-z0-9_]+), also the folder and DAG name")
@@ -74,14 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--conn-id", default="postgres_default", help="postgres_conn_id to write in the spec")
     new.set_defaults(handler=_new)
 
-    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG")
+    plan = commands.add_parser("plan", help="the ordered steps of a migration's DAG and every phase's SQL")
     plan.add_argument("path", type=Path, metavar="PATH", help="a migration folder")
+    plan.add_argument(
+        "--conn", help="plan operations against this database's catalog (a DSN, or an Airflow connection id)"
+    )
     plan.set_defaults(handler=_plan)
+
+    pgroll = commands.add_parser("import-pgroll", help="write migration folders from pgroll migration files")
+    pgroll.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="pgroll migrations (.json, .yaml)"
+    )
+    pgroll.add_argument("--dir", type=Path, default=Path("."), help="where to write the folders (default .)")
+    pgroll.add_argument(
+        "--conn-id", default="postgres_default", help="postgres_conn_id to write in the specs"
+    )
+    pgroll.add_argument("--soak", help="soak to write in the specs (e.g. 24h); none by default")
+    pgroll.set_defaults(handler=_import_pgroll)
 
     status = commands.add_parser(
         "status", help="phase and per-step progress from the target database's ledger"
     )
-    status.add_argument("id", help="the migration id")
+    status.add_argument("id", nargs="?", help="the migration id (none: every migration in flight)")
     status.add_argument("--conn", required=True, help="a PostgreSQL DSN/URI, or an Airflow connection id")
     status.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"ledger schema (default {DEFAULT_SCHEMA})")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -97,101 +100,40 @@ def _plan(args: argparse.Namespace) -> int:
 
     if not (args.path / SPEC_FILE).is_file():
         raise UsageError(f"plan: {args.path} has no {SPEC_FILE}")
+    from airflow_provider_expand.plan import phase_sql
+
     dag_id, steps = plan_migration(args.path)
     print(f"{dag_id}: {len(steps)} steps")
     for number, step in enumerate(steps, 1):
         print(f"{number:>3}. {step}")
-    return OK
+    print()
+    spec = load_migration(args.path)
+    if args.conn:
+        with _connect(args.conn) as conn:
+            lines = phase_sql(spec, conn)
+    else:
+        lines = phase_sql(spec, None)
+    print("\n".join(lines))
+    return (
+        FINDINGS
+        if any(line.startswith(("cannot plan:", "lint: ")) and "clean" not in line for line in lines)
+        else OK
+    )
 
 
-# -- lint ------------------------------------------------------------------------------------------
+def _import_pgroll(args: argparse.Namespace) -> int:
+    from airflow_provider_expand.pgroll_import import PgrollImportError, import_pgroll
 
-
-def _lint(args: argparse.Namespace) -> int:
-    if args.rules:
-        _print_rules(sys.stdout)
-        return OK
-    if not args.paths:
-        raise UsageError("lint: give at least one migration folder or SQL file (or --rules)")
-    findings: list[Finding] = []
-    errors: list[str] = []
-    files = 0
-    for path in args.paths:
+    failed = 0
+    for path in args.files:
         try:
-            targets = _lint_targets(path, args.phase)
-        except (UsageError, SpecError) as exc:
-            errors.append(str(exc))
+            folder = import_pgroll(path, args.dir, postgres_conn_id=args.conn_id, soak=args.soak)
+        except PgrollImportError as exc:
+            print(f"airflow-expand: {exc}", file=sys.stderr)
+            failed += 1
             continue
-        for target, phase in targets:
-            if phase is None:
-                try:
-                    spec = load_migration(target)
-                except SpecError as exc:
-                    errors.append(str(exc))
-                    continue
-                files += len(spec.sql_files())
-                findings.extend(lint_migration(spec))
-            else:
-                files += 1
-                findings.extend(_lint_file(target, phase))
-    for finding in findings:
-        print(finding)
-    for error in errors:
-        print(error, file=sys.stderr)
-    if errors:
-        return USAGE
-    noun = "file" if files == 1 else "files"
-    if findings:
-        print(f"{len(findings)} finding(s) in {files} SQL {noun}", file=sys.stderr)
-        return FINDINGS
-    print(f"clean: {files} SQL {noun}", file=sys.stderr)
-    return OK
-
-
-def _lint_targets(path: Path, phase: Phase | None) -> list[tuple[Path, Phase | None]]:
-    """What a PATH argument means: migration folders (phase None) or one SQL file with its phase."""
-    if path.is_dir():
-        if (path / SPEC_FILE).is_file():
-            return [(path, None)]
-        folders = find_migrations(path)
-        if not folders:
-            raise UsageError(f"{path}: no {SPEC_FILE} in it or below it")
-        return [(folder, None) for folder in folders]
-    if not path.exists():
-        raise UsageError(f"{path}: no such file or folder")
-    if path.name == SPEC_FILE:
-        return [(path.parent, None)]
-    if path.suffix.lower() != ".sql":
-        raise UsageError(f"{path}: not a migration folder, a migration.yaml or a .sql file")
-    return [(path, phase or _phase_of(path))]
-
-
-def _phase_of(path: Path) -> Phase:
-    named = [p for p in PHASES if p in path.stem.lower()]
-    if len(named) != 1:
-        raise UsageError(
-            f"{path}: cannot tell its phase from the name; pass --phase expand|contract|rollback"
-        )
-    return named[0]
-
-
-def _lint_file(path: Path, phase: Phase) -> list[Finding]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot be read: {exc}") from exc
-    return lint_sql(text, str(path), phase)
-
-
-def _print_rules(out: TextIO) -> None:
-    for rule in RULES:
-        phases = (
-            "all phases"
-            if len(rule.phases) == len(PHASES)
-            else ", ".join(p for p in PHASES if p in rule.phases)
-        )
-        print(f"{rule.code}  {rule.name:<30} {phases}", file=out)
-        print(f"       safe alternative: {rule.alternative}", file=out)
+        print(f"{path} -> {folder}/{SPEC_FILE}")
+    return USAGE if failed else OK
 
 
 # -- new -------------------------------------------------------------------------------------------
@@ -212,6 +154,8 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.id is None:
+        return _in_flight(args)
     ledger = Ledger(args.schema)
     with _connect(args.conn) as conn:
         try:
@@ -230,6 +174,27 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"migration": _jsonable(record), "steps": [_jsonable(s) for s in steps]}, indent=2))
     else:
         _print_status(record, steps, sys.stdout)
+    return OK
+
+
+def _in_flight(args: argparse.Namespace) -> int:
+    """Every migration between its begin and the end of its contract, and the tables it holds."""
+    from airflow_provider_expand.engine.ledger.holds import in_flight
+
+    with _connect(args.conn) as conn:
+        flights = in_flight(conn, args.schema)
+    if args.json:
+        print(
+            json.dumps(
+                [{"migration": m, "phase": p, "tables": list(t)} for (m, p), t in flights.items()], indent=2
+            )
+        )
+        return OK
+    if not flights:
+        print("no migration in flight")
+        return OK
+    for (migration, phase), tables in flights.items():
+        print(f"{migration}: {phase}, holds {', '.join(tables)}")
     return OK
 
 

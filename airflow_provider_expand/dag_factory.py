@@ -18,6 +18,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
 from airflow_provider_expand.dag_release import ReleaseSteps
 from airflow_provider_expand.engine.lifecycle import Event
+from airflow_provider_expand.engine.operations.planner import build_operations
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
 from airflow_provider_expand.notifications import attach_notifiers, deadline_alert
@@ -29,6 +30,7 @@ from airflow_provider_expand.operators.index import ConcurrentIndexOperator
 from airflow_provider_expand.operators.ledger import LedgerPhaseOperator, MigrationGateOperator
 from airflow_provider_expand.operators.lint import LintOperator
 from airflow_provider_expand.operators.migrator import MigratorOperator
+from airflow_provider_expand.operators.operations import OperationsBackfillOperator, OperationsIndexOperator
 from airflow_provider_expand.operators.phase_sql import PhaseSQLOperator
 from airflow_provider_expand.operators.rollback import RollbackOperator
 from airflow_provider_expand.operators.verify import VerifyOperator
@@ -63,16 +65,22 @@ class _MigrationDag(ReleaseSteps):
         self.tables: dict[SqlPhase, list[str]] = {
             phase: relations(load_statements(path)) for phase, path in spec.sql_files().items()
         }
+        self.operations = build_operations(spec.operation_entries(), spec.plan_context())
+        if self.operations:
+            self.tables["expand"] = list(dict.fromkeys(t for op in self.operations for t in op.tables()))
 
     def phase_sql(self, phase: SqlPhase, **kwargs: Any) -> PhaseSQLOperator | None:
         path = self.spec.sql_path(phase)
-        if path is None:
+        if path is None and not self.operations:
             return None
+        source: dict[str, Any] = (
+            {"sql_file": str(path)} if path is not None else {"operations_folder": str(self.spec.folder)}
+        )
         cls = RollbackOperator if phase == "rollback" else PhaseSQLOperator
         return cls(
             task_id=phase,
             phase=phase,
-            sql_file=str(path),
+            **source,
             lock_timeout=self.spec.lock_timeout,
             ddl_retries=self.spec.ddl_retries,
             statement_timeout=self.spec.statement_timeout,
@@ -196,7 +204,7 @@ class _MigrationDag(ReleaseSteps):
         With a deploy the rollback owns the queues from before the swap until after rollback.sql.
         """
         args, queues = self.deploy_args(), self.rollback_queues()
-        if self.spec.sql_path("rollback") is not None:
+        if self.spec.sql_path("rollback") is not None or self.operations:
             return self.phase_sql("rollback", trigger_rule=TriggerRule.ONE_FAILED, deploy=args, queues=queues)
         if args is None:
             return None
@@ -215,6 +223,7 @@ class _MigrationDag(ReleaseSteps):
         return MigrationGateOperator(
             task_id="begin",
             tables=self.tables.get("expand", []),
+            holds=list(dict.fromkeys(t for phase in self.tables.values() for t in phase)),
             ledger_schema=self.spec.ledger_schema,
             dry_run=DRY_RUN,
             **self.common(),
@@ -286,6 +295,7 @@ class _MigrationDag(ReleaseSteps):
                 "target_batch_time": fill.target_batch_time,
                 "pause": fill.pause,
                 "partitions": fill.partitions,
+                "health": self.spec.health.settings(fill.health).as_dict(),
                 "ledger_schema": self.spec.ledger_schema,
                 "dry_run": DRY_RUN,
             }
@@ -297,6 +307,20 @@ class _MigrationDag(ReleaseSteps):
                 tasks.append(mapped)
             else:
                 tasks.append(BatchBackfillOperator(task_id=task_id, partition=0, **kwargs))
+        tables = dict.fromkeys(t for op in self.operations for t in op.backfill_tables())
+        for table in tables:
+            tasks.append(
+                OperationsBackfillOperator(
+                    task_id=f"backfill.{table}",
+                    operations_folder=str(self.spec.folder),
+                    table=table,
+                    partition=0,
+                    batch_size="{{ params.batch_size or 10000 }}",
+                    ledger_schema=self.spec.ledger_schema,
+                    dry_run=DRY_RUN,
+                    **self.common(),
+                )
+            )
         return tasks
 
     def indexes(self) -> list[BaseOperator]:
@@ -316,6 +340,18 @@ class _MigrationDag(ReleaseSteps):
                 **self.common(),
             )
             for index in self.spec.indexes
+        ] + [
+            OperationsIndexOperator(
+                task_id=f"index.{name}",
+                operations_folder=str(self.spec.folder),
+                name=name,
+                lock_timeout=self.spec.lock_timeout,
+                ddl_retries=self.spec.ddl_retries,
+                ledger_schema=self.spec.ledger_schema,
+                dry_run=DRY_RUN,
+                **self.common(),
+            )
+            for name in dict.fromkeys(n for op in self.operations for n in op.index_names())
         ]
 
 

@@ -56,3 +56,53 @@ def plan_migration(path: Path) -> tuple[str, list[PlannedStep]]:
         for task_id in ordered
     ]
     return dag.dag_id, steps
+
+
+def phase_sql(spec: Any, conn: Any | None) -> list[str]:
+    """Every phase's SQL of the migration ``spec``, as lines to print: the files' text, or the SQL the
+    operations generate (planned against ``conn``'s catalog; without one, against an empty schema, which
+    only works for operations that create what they touch), with their backfill and index steps and the
+    lint findings of the generated SQL."""
+    from airflow_provider_expand.engine.operations.errors import OperationError
+    from airflow_provider_expand.engine.operations.execute import lint_plan
+    from airflow_provider_expand.engine.operations.planner import build_operations, plan_migration
+    from airflow_provider_expand.engine.operations.schema import Schema, read_schema
+
+    lines: list[str] = []
+    if not spec.operations:
+        for phase, path in spec.sql_files().items():
+            lines += [f"-- {phase} ({path.name})", path.read_text(encoding="utf-8").rstrip(), ""]
+        return lines
+    ctx = spec.plan_context()
+    model = read_schema(conn, ctx.schema) if conn is not None else Schema()
+    try:
+        plan = plan_migration(build_operations(spec.operation_entries(), ctx), model, ctx)
+    except OperationError as exc:
+        hint = "" if conn is not None else " (planned without a database: give --conn to plan against one)"
+        return [f"cannot plan: {exc}{hint}"]
+    for phase in ("expand", "contract", "rollback"):
+        groups = plan.phase(phase)  # type: ignore[arg-type]
+        lines.append(f"-- {phase}: {len(groups)} group(s)")
+        for number, group in enumerate(groups, 1):
+            mode = "autocommit, outside a transaction" if group.autocommit else "one transaction"
+            lines.append(f"-- group {number} ({mode}; retried whole on a lock timeout): {group.label}")
+            lines += [f"{statement};" for statement in group.statements]
+        if phase == "expand":
+            for fill in plan.backfills:
+                lines.append(
+                    f"-- backfill.{fill.table}: UPDATE {fill.physical} SET {fill.set} WHERE {fill.where} (in batches)"
+                )
+            for index in plan.indexes:
+                unique = "UNIQUE " if index.unique else ""
+                where = f" WHERE {index.where}" if index.where else ""
+                lines.append(
+                    f"-- index.{index.name}: CREATE {unique}INDEX CONCURRENTLY ON {index.table} "
+                    f"USING {index.using or 'btree'} ({', '.join(index.columns)}){where} (index builder)"
+                )
+        lines.append("")
+    findings = lint_plan(plan)
+    # errors start with "lint: " (the CLI exits 1 on them); warnings are shown, as the phase tasks log them
+    lines += [f"{'lint' if f.severity == 'error' else 'lint warning'}: {f}" for f in findings] or [
+        "lint: the generated SQL is clean"
+    ]
+    return lines

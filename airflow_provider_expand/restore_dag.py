@@ -16,7 +16,7 @@ from airflow_provider_expand.spec import MigrationSpec
 def build_restore_dag(spec: MigrationSpec) -> DAG:
     """``restore_from_backup__<id>``: ``pg_restore --clean --if-exists`` of a dump from the backup folder."""
     assert spec.backup is not None
-    directory = str(spec.backup.directory)
+    directory = spec.backup.directory.rstrip("/")  # a path or an object storage URL
     with DAG(
         dag_id=f"restore_from_backup__{spec.id}",
         description=f"LAST RESORT: restore the database of {spec.id} from a dump (loses later writes)",

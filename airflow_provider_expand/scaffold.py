@@ -24,7 +24,7 @@ preflight:
   max_transaction_age: 5m            # wait while a transaction older than this runs
   wait: 10m
 # backup:
-#   directory: /var/backups/postgres
+#   directory: /var/backups/postgres   # or s3://<aws_conn_id>@<bucket>/<prefix>: every worker reads it
 #   pattern: "pre_migration_*.dump"
 #   max_age: 1h
 #   take: true
@@ -96,6 +96,7 @@ ROLLBACK_SQL = """\
 -- DROP INDEX CONCURRENTLY IF EXISTS idx_my_table_new_column;
 -- DROP TRIGGER IF EXISTS my_table_sync ON my_table;
 -- DROP FUNCTION IF EXISTS my_table_sync();
+-- ALTER TABLE my_table DROP CONSTRAINT IF EXISTS my_table_new_column_not_null;
 -- ALTER TABLE my_table DROP COLUMN IF EXISTS new_column;
 """
 

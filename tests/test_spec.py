@@ -97,7 +97,8 @@ def test_the_example_migration_loads() -> None:
     assert spec.id == "products_title_to_name"
     assert spec.lock_timeout == dt.timedelta(seconds=2)
     assert spec.soak == dt.timedelta(hours=24)
-    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=100)
+    assert spec.backfill[0].target_batch_time == dt.timedelta(milliseconds=50)
+    assert spec.backfill[0].pause == dt.timedelta(0) and spec.backfill[0].health is None
     assert spec.backfill[0].step_name == "backfill:products"
     assert spec.indexes[0].step_name == "index:idx_products_name"
     assert spec.queues is not None and spec.queues.names == ("sync",)
@@ -231,6 +232,18 @@ def test_backfill_sizes_must_be_positive(tmp_path: Path, key: str, value: int) -
     assert problems(folder) == [f"mig/migration.yaml: backfill[0].{key}: must be greater than 0"]
 
 
+def test_a_backfill_key_is_one_column_or_a_list(tmp_path: Path) -> None:
+    """``key: id`` or ``key: [shop_id, id]`` (a composite key, walked as a row); a bad name is named."""
+    base = MINIMAL + "backfill:\n  - {table: orders, set: name = title, where: name IS NULL, key: %s}\n"
+    assert load_migration(write(tmp_path / "one", base % "id")).backfill[0].key == ("id",)
+    assert load_migration(write(tmp_path / "two", base % "[shop_id, id]")).backfill[0].key == (
+        "shop_id",
+        "id",
+    )
+    found = problems(write(tmp_path / "bad", base % "[shop_id, 'not a name']"))
+    assert len(found) == 1 and found[0].startswith("mig/migration.yaml: backfill[0].key"), found
+
+
 @pytest.mark.parametrize("bad", ["Products_Rename", "rename-products", "réname", "''"])
 def test_a_bad_id(tmp_path: Path, bad: str) -> None:
     folder = write(tmp_path, MINIMAL.replace("id: mig", f"id: {bad}"))
@@ -297,6 +310,10 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
             "backfill[0].set: 'a = b WHERE c' must be assignments",
         ),
         (
+            "backfill:\n  - {table: products, set: 'a = b, c = 1, a = 2', where: a IS NULL}",
+            "backfill[0].set: 'a = b, c = 1, a = 2' assigns a more than once",
+        ),
+        (
             "backfill:\n  - {table: products, set: 'a = b; DROP TABLE x', where: a IS NULL}",
             "backfill[0].set: must be a single SQL statement",
         ),
@@ -311,6 +328,10 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
         ("verify:\n  - {name: x, sql: DELETE FROM t, expect: 0}", "verify[0].sql: must be one SELECT"),
         ("queues: {names: ['sync*']}\nredis_conn_id: r", "queues.names[0]: 'sync*' is not a queue name"),
         ("backup: {directory: backups}", "backup.directory: 'backups' must be an absolute path"),
+        (
+            "backup: {directory: 's3://conn@/x'}",
+            "backup.directory: 's3://conn@/x': an object storage URL names its",
+        ),
         ("deploy: {container: w, image: i, health_url: 'localhost:65000/health'}", "deploy.health_url: "),
         ("contract: expand.sql", "expand and contract both name expand.sql"),
         ("contract_window: '02:00-05:00'", "contract_window: there is no contract to schedule"),
@@ -360,7 +381,7 @@ def test_contract_approval_is_checked(tmp_path: Path) -> None:
 def test_nothing_to_do(tmp_path: Path) -> None:
     folder = write(tmp_path, "id: mig\npostgres_conn_id: app_db\n", ())
     assert problems(folder) == [
-        "mig/migration.yaml: nothing to do: give at least one of expand, backfill, indexes, contract"
+        "mig/migration.yaml: nothing to do: give at least one of operations, expand, backfill, indexes, contract"
     ]
 
 

@@ -102,9 +102,10 @@ def parse_statements(text: str, source: str = "<sql>") -> list[Statement]:
     try:
         parsed = pglast.parse_sql(text)
     except ParseError as exc:
-        # args[1] is the byte offset of the error; count lines on the bytes before it.
+        # args[1] is where the error is, in characters of ``text`` (pglast converts the server's byte
+        # offset), like every location pglast reports: count lines on the text, not on its UTF-8 bytes.
         location = int(exc.args[1]) if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        line = text.encode("utf-8")[:location].count(b"\n") + 1
+        line = _line_of(text, location)
         raise SQLFileError(source, line, f"does not parse: {exc.args[0]}") from exc
     statements: list[Statement] = []
     for raw in parsed:
@@ -146,7 +147,7 @@ def relations(statements: Sequence[Statement]) -> list[str]:
     return collector.names
 
 
-FragmentRule = Literal["syntax", "several", "shape", "clauses", "subquery"]
+FragmentRule = Literal["syntax", "several", "shape", "clauses", "subquery", "duplicate"]
 _PREDICATE_FIELDS = {"targetList", "whereClause", "op", "all", "groupDistinct", "limitOption"}
 ASSIGNMENTS_TABLE = "_expand_backfill_target"  # the placeholder a ``set`` list is parsed against
 
@@ -171,12 +172,18 @@ def parse_fragment(text: str) -> ast.Node | None:
 
 
 def parse_assignments(text: str) -> ast.UpdateStmt:
-    """``text`` as the ``SET`` list of one plain ``UPDATE`` (no ``WHERE``, ``FROM`` or ``RETURNING``)."""
+    """``text`` as the ``SET`` list of one plain ``UPDATE`` (no ``WHERE``, ``FROM`` or ``RETURNING``), each
+    column assigned once."""
     node = parse_fragment(f"UPDATE {ASSIGNMENTS_TABLE} SET {text}")
     if not isinstance(node, ast.UpdateStmt):
         raise FragmentError("several", "must be assignments of one UPDATE, no ';'")
     if node.whereClause or node.fromClause or node.returningClause:
         raise FragmentError("clauses", "must be assignments only; put conditions in where")
+    seen: set[str] = set()
+    for target in node.targetList or ():
+        if target.name in seen:  # PostgreSQL refuses it only when the UPDATE runs (lint EX306)
+            raise FragmentError("duplicate", f"assigns {target.name} more than once")
+        seen.add(str(target.name))
     return node
 
 

@@ -1,2 +1,3 @@
-"""Airflow-side connections: PostgreSQL (``postgres``), Redis (``redis``) and Docker (``docker``), built
-from Airflow's connection store the one way operators, sensors and triggers all share."""
+"""Airflow-side connections: PostgreSQL (``postgres``), Redis (``redis``), Docker (``docker``) and the backup
+folder in object storage (``backup_store``), built from Airflow's connection store the one way operators,
+sensors and triggers all share."""

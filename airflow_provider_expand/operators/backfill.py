@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.backfill.run import BackfillInputError, BackfillSpec, run_backfill
 from airflow_provider_expand.engine.errors import DatabaseStatementError
+from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.guards import forward_only_noop
 from airflow_provider_expand.hooks.postgres import postgres_connector
@@ -69,11 +70,12 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
         table: str,
         set: str,
         where: str | None,
-        key: str | None = None,
+        key: str | Sequence[str] | None = None,
         batch_size: int | str = 10_000,
-        target_batch_time: timedelta = timedelta(milliseconds=100),
-        pause: timedelta = timedelta(milliseconds=100),
+        target_batch_time: timedelta = timedelta(milliseconds=50),
+        pause: timedelta = timedelta(0),
         partitions: int = 1,
+        health: dict[str, Any] | None = None,
         partition: int = 0,
         dry_run: bool | str = False,
         ledger_schema: str = DEFAULT_SCHEMA,
@@ -90,6 +92,7 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
         self.target_batch_time = target_batch_time
         self.pause = pause
         self.partitions = partitions
+        self.health = health
         self.partition = partition
         self.is_dry_run = dry_run
         self.ledger_schema = ledger_schema
@@ -100,12 +103,19 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
             table=self.table,
             set=self.set,
             where=self.where,
-            key=self.key or None,
+            key=(self.key if isinstance(self.key, str) else tuple(self.key)) if self.key else None,
             batch_size=_whole(self.batch_size, "batch_size"),
             target_batch_time=_duration(self.target_batch_time, "target_batch_time"),
             pause=_duration(self.pause, "pause"),
             partitions=_whole(self.partitions, "partitions"),
         )
+
+    def health_settings(self) -> HealthSettings:
+        """The health gates' limits (``HealthSettings.as_dict`` from the DAG factory; None: the defaults)."""
+        try:
+            return HealthSettings.from_dict(self.health)
+        except (TypeError, ValueError) as exc:
+            raise BackfillInputError("health", str(exc)) from None
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
@@ -126,6 +136,7 @@ class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
                 partition=_whole(self.partition, "partition"),
                 dry_run=dry_run,
                 ledger=Ledger(self.ledger_schema),
+                health=self.health_settings(),
             )
         except (BackfillInputError, DatabaseStatementError) as exc:
             if not dry_run or (

@@ -21,6 +21,7 @@ from airflow_provider_expand.engine.backup.dump import (
     restore_dump,
 )
 from airflow_provider_expand.engine.backup.pg_tools import PgTarget
+from airflow_provider_expand.hooks.backup_store import backup_file, backup_store
 from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
 
@@ -38,7 +39,9 @@ def pg_target(postgres_conn_id: str) -> tuple[PgTarget, int]:
 class PgDumpOperator(ClassifiedErrors, BaseOperator):
     """``pg_dump -Fc`` of the target database to ``<directory>/<prefix><YYYYMMDD_HHMM>.dump``; returns its path.
 
-    The file is private (0600) and appears under its final name only once complete and readable.
+    ``directory`` is a local absolute path or an Airflow object storage URL (``s3://<conn_id>@bucket/prefix``),
+    which the dump streams to. The file is private (0600 where the store has modes) and appears under its
+    final name only once complete and readable.
     """
 
     template_fields: Sequence[str] = ("directory", "prefix")
@@ -62,17 +65,17 @@ class PgDumpOperator(ClassifiedErrors, BaseOperator):
         self.dump_timeout = dump_timeout
 
     def execute(self, context: Context) -> str:
+        store = backup_store(self.directory)  # a bad URL or an unknown connection fails before pg_dump
         target, major = pg_target(self.postgres_conn_id)
-        path = dump_database(
+        return dump_database(
             target,
-            self.directory,
+            store,
             log=cast(logging.Logger, self.log),
             prefix=self.prefix,
             bin_dir=self.pg_bin_dir,
             server_major=major,
             timeout=self.dump_timeout.total_seconds() if self.dump_timeout else None,
         )
-        return str(path)
 
 
 class PgRestoreOperator(ClassifiedErrors, BaseOperator):
@@ -111,10 +114,11 @@ class PgRestoreOperator(ClassifiedErrors, BaseOperator):
                 f"refusing to restore {self.dump_path}: no confirmation given; type the database name "
                 f"of connection {self.postgres_conn_id!r} to confirm"
             )
+        dump = backup_file(self.dump_path)
         target, major = pg_target(self.postgres_conn_id)
         restore_dump(
             target,
-            self.dump_path,
+            dump,
             confirm=confirm,
             log=cast(logging.Logger, self.log),
             bin_dir=self.pg_bin_dir,

@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_provider_expand.engine.ledger.holds import claim
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle, forward_only
 from airflow_provider_expand.engine.verify.checks import snapshot
@@ -38,6 +39,7 @@ class MigrationGateOperator(ClassifiedErrors, BaseOperator):
         migration_id: str,
         postgres_conn_id: str,
         tables: Sequence[str] = (),
+        holds: Sequence[str] = (),
         ledger_schema: str = DEFAULT_SCHEMA,
         dry_run: bool | str = False,
         **kwargs: Any,
@@ -46,6 +48,8 @@ class MigrationGateOperator(ClassifiedErrors, BaseOperator):
         self.migration_id = migration_id
         self.postgres_conn_id = postgres_conn_id
         self.tables = list(tables)
+        # every table the migration touches: refused while another migration in flight holds one of them
+        self.holds = list(holds)
         self.ledger_schema = ledger_schema
         self.is_dry_run = dry_run
 
@@ -61,6 +65,11 @@ class MigrationGateOperator(ClassifiedErrors, BaseOperator):
                     f"migration {self.migration_id} already completed (contracted at {record.contracted_at}); "
                     "nothing to do"
                 )
+            if not dry_run and self.holds:
+                # before anything is recorded: refused while another migration in flight holds a table
+                lifecycle.ledger.ensure(conn)
+                claim(conn, self.ledger_schema, self.migration_id, self.holds)
+                self.log.info("holds %s until its contract ends", ", ".join(self.holds))
             if dry_run:
                 self.log.info(
                     "dry run: ledger phase is %s; nothing recorded", record.phase if record else "absent"

@@ -19,7 +19,9 @@ class LintFindingsError(DefinitiveError):
 
 
 class LintOperator(ClassifiedErrors, BaseOperator):
-    """Loads the migration folder (spec errors fail here too) and lints every SQL file against its phase."""
+    """Loads the migration folder (spec errors fail here too) and lints every SQL file against its phase,
+    with the settings of the ``lint.toml`` nearest the folder (as the CLI does): errors fail the task,
+    warnings are logged."""
 
     template_fields: Sequence[str] = ()
     ui_color = "#f3e8fd"
@@ -31,13 +33,15 @@ class LintOperator(ClassifiedErrors, BaseOperator):
     def execute(self, context: Context) -> int:
         spec = load_migration(Path(self.folder))
         findings = lint_migration(spec)
+        errors = [f for f in findings if f.severity == "error"]
         for finding in findings:
-            self.log.error("%s", finding)
-        if findings:
-            listing = "\n".join(f"  {f}" for f in findings)
+            (self.log.error if finding.severity == "error" else self.log.warning)("%s", finding)
+        if errors:
+            listing = "\n".join(f"  {f}" for f in errors)
             raise LintFindingsError(
-                f"{len(findings)} lint finding(s) in {spec.folder.name}; fix them or allow one with "
+                f"{len(errors)} lint finding(s) in {spec.folder.name}; fix them or allow one with "
                 f"'-- expand: allow CODE because <reason>':\n{listing}"
             )
-        self.log.info("%s lints clean (%d SQL files)", spec.id, len(spec.sql_files()))
+        warnings = f", {len(findings)} warning(s)" if findings else ""
+        self.log.info("%s lints clean (%d SQL files%s)", spec.id, len(spec.sql_files()), warnings)
         return 0

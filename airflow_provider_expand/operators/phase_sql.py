@@ -16,9 +16,11 @@ from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_expand.engine.ddl.phase import PHASE_EVENTS, DDLPolicy, run_phase
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA, Ledger
+from airflow_provider_expand.engine.operations.phases import run_operations_phase
 from airflow_provider_expand.engine.statements import load_statements
 from airflow_provider_expand.hooks.postgres import postgres_connector
 from airflow_provider_expand.retries import ClassifiedErrors
+from airflow_provider_expand.spec import load_migration
 from airflow_provider_expand.templated import as_bool
 
 PhaseName = Literal["expand", "contract", "rollback"]
@@ -32,6 +34,7 @@ class PhaseSQLOperator(ClassifiedErrors, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("migration_id", "sql_file", "is_dry_run")
+    # ``operations_folder``: the phase is generated from the migration's ``operations:`` instead of a file
     ui_color = "#fde9d9"
 
     def __init__(
@@ -39,8 +42,9 @@ class PhaseSQLOperator(ClassifiedErrors, BaseOperator):
         *,
         migration_id: str,
         phase: PhaseName,
-        sql_file: str,
         postgres_conn_id: str,
+        sql_file: str | None = None,
+        operations_folder: str | None = None,
         lock_timeout: timedelta,
         ddl_retries: int,
         statement_timeout: timedelta | None = None,
@@ -54,7 +58,10 @@ class PhaseSQLOperator(ClassifiedErrors, BaseOperator):
             raise ValueError(f"phase must be one of {', '.join(get_args(PhaseName))}, got {phase!r}")
         self.migration_id = migration_id
         self.phase = phase
-        self.sql_file = sql_file
+        if (sql_file is None) == (operations_folder is None):
+            raise ValueError("give sql_file or operations_folder (exactly one)")
+        self.sql_file = sql_file or ""
+        self.operations_folder = operations_folder
         self.postgres_conn_id = postgres_conn_id
         self.ledger_schema = ledger_schema
         self.is_dry_run = dry_run
@@ -67,8 +74,22 @@ class PhaseSQLOperator(ClassifiedErrors, BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, object]:
-        statements = load_statements(self.sql_path())
         dag_run = context.get("dag_run")
+        if self.operations_folder is not None:
+            spec = load_migration(Path(self.operations_folder))
+            return run_operations_phase(
+                postgres_connector(self.postgres_conn_id),
+                spec.operation_entries(),
+                spec.plan_context(),
+                self.phase,
+                policy=self.policy,
+                ledger_schema=self.ledger_schema,
+                log=cast(logging.Logger, self.log),
+                dry_run=self._dry_run_flag(),
+                dag_id=self.dag_id,
+                run_id=str(dag_run.run_id) if dag_run is not None else None,
+            )
+        statements = load_statements(self.sql_path())
         result = run_phase(
             postgres_connector(self.postgres_conn_id),
             statements,

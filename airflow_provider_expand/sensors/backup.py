@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_expand.engine.backup.dump import DEFAULT_PATTERN, BackupVerdict, judge_backup
+from airflow_provider_expand.hooks.backup_store import backup_store
 from airflow_provider_expand.retries import ClassifiedErrors
 
 
@@ -18,7 +19,9 @@ class BackupFreshnessSensor(ClassifiedErrors, BaseSensorOperator):
     """Succeeds when the newest ``pattern`` file in ``directory`` is younger than ``max_age``, is read in
     full by ``pg_restore``, and lists ``TABLE DATA`` for every table of ``must_contain``; returns its path.
 
-    A missing directory or an unreadable file fails at once: waiting would not fix either.
+    ``directory`` is a local absolute path or an Airflow object storage URL (``s3://<conn_id>@bucket/prefix``),
+    read as a stream from there. A missing directory, an unknown connection or an unreadable file fails at
+    once: waiting would not fix any of them.
     """
 
     template_fields: Sequence[str] = ("directory", "pattern", "must_contain")
@@ -50,7 +53,7 @@ class BackupFreshnessSensor(ClassifiedErrors, BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         verdict = judge_backup(
-            self.directory,
+            backup_store(self.directory),
             max_age=self.max_age,
             log=cast(logging.Logger, self.log),
             pattern=self.pattern,

@@ -17,6 +17,7 @@ import pendulum
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from airflow_provider_expand.engine.backup.store import is_url
 from airflow_provider_expand.engine.errors import DatabaseUnavailableError
 from airflow_provider_expand.engine.preflight.checks import (
     LongTransaction,
@@ -92,6 +93,11 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
                 client = redis_client(self.redis_conn_id)
             except Exception as exc:
                 raise PreflightError(f"Redis connection {self.redis_conn_id!r}: {exc}") from exc
+        local_backup = self.backup_directory or None
+        if local_backup is not None and is_url(local_backup):
+            # an object store has no free-space figure to check: the dump streams there
+            self._log.info("backup directory %s is object storage: no disk space check", local_backup)
+            local_backup = None
         connect = postgres_connector(self.postgres_conn_id)
         try:
             with connect() as conn:
@@ -100,7 +106,7 @@ class LongTransactionSensor(ClassifiedErrors, BaseSensorOperator):
                     conn,
                     self._log,
                     connect=connect,
-                    backup_directory=self.backup_directory or None,
+                    backup_directory=local_backup,
                     space_margin=self.space_margin,
                     redis_client=client,
                     redis_name=self.redis_conn_id or "redis",

@@ -36,6 +36,8 @@ def _assignments(value: str) -> str:
             raise
         if exc.rule == "several":
             raise ValueError("must be a single SQL statement (no ';')") from exc
+        if exc.rule == "duplicate":
+            raise ValueError(f"{value!r} {exc}") from exc
         raise ValueError(
             f"{value!r} must be assignments only, such as 'name = title'; put the condition in 'where'"
         ) from exc

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 from pydantic import model_validator as _model_validator
 
+from airflow_provider_expand.engine.backup.store import is_url
 from airflow_provider_expand.engine.ledger.store import DEFAULT_SCHEMA
+from airflow_provider_expand.engine.operations.base import Fields, PlanContext
+from airflow_provider_expand.engine.operations.errors import OperationError
 from airflow_provider_expand.engine.soak import ContractWindow
 from airflow_provider_expand.spec.checks import STRICT, VerifySpec
 from airflow_provider_expand.spec.durations import Duration, PositiveDuration
 from airflow_provider_expand.spec.fragments import Assignments, Predicate
+from airflow_provider_expand.spec.health import BackfillHealthSpec, HealthSpec
 from airflow_provider_expand.spec.names import (
     ConnId,
     ContainerName,
@@ -25,6 +30,12 @@ from airflow_provider_expand.spec.names import (
     QualifiedName,
     QueueName,
 )
+from airflow_provider_expand.spec.operations import _EntryBase, entry_model
+
+if TYPE_CHECKING:
+    OperationEntry = _EntryBase
+else:
+    OperationEntry = entry_model()
 
 SqlPhase = Literal["expand", "contract", "rollback"]
 SQL_PHASES: tuple[SqlPhase, ...] = ("expand", "contract", "rollback")
@@ -45,7 +56,8 @@ class PreflightSpec(_Strict):
 class BackupSpec(_Strict):
     """A fresh, readable dump before anything changes ('Verificare Backup')."""
 
-    directory: Path
+    # an absolute path, or an Airflow object storage URL (s3://<conn_id>@bucket/prefix) every worker reads
+    directory: str
     pattern: str = "pre_migration_*.dump"
     max_age: PositiveDuration = dt.timedelta(hours=1)
     take: bool = False
@@ -53,9 +65,18 @@ class BackupSpec(_Strict):
 
     @field_validator("directory")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
-            raise ValueError(f"{str(value)!r} must be an absolute path (workers run in other directories)")
+    def _absolute(cls, value: str) -> str:
+        if is_url(value):
+            if not urlsplit(value).netloc.rpartition("@")[2]:
+                raise ValueError(
+                    f"{value!r}: an object storage URL names its bucket (s3://conn_id@bucket/path)"
+                )
+            return value
+        if not Path(value).is_absolute():
+            raise ValueError(
+                f"{value!r} must be an absolute path (workers run in other directories) or an object "
+                "storage URL such as s3://conn_id@bucket/path"
+            )
         return value
 
     @field_validator("pattern")
@@ -175,18 +196,29 @@ class NotifySpec(_Strict):
         return value
 
 
+def _one_or_list(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+# ``key: id`` or ``key: [shop_id, id]``: always a tuple of column names, in key order.
+KeyColumns = Annotated[tuple[Identifier, ...], BeforeValidator(_one_or_list), Field(min_length=1)]
+
+
 class BackfillSpec(_Strict):
     """A batched ``UPDATE <table> SET <set> WHERE <where>`` ('Migrare Date', for big tables)."""
 
     table: QualifiedName
     set: Assignments
     where: Predicate
-    key: Identifier | None = None
+    # the column(s) to walk: default the primary key, else the narrowest unique index on NOT NULL columns
+    key: KeyColumns | None = None
     batch_size: int = Field(default=10_000, gt=0, le=1_000_000)
     # each batch holds its rows' locks this long: the worst wait it can add to an application write
-    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=100)
-    pause: Duration = dt.timedelta(milliseconds=100)
+    target_batch_time: PositiveDuration = dt.timedelta(milliseconds=50)
+    # a fixed wait after every batch, on top of the health gates' feedback (none by default)
+    pause: Duration = dt.timedelta(0)
     partitions: int = Field(default=1, gt=0, le=64)
+    health: BackfillHealthSpec | None = None  # overrides keys of the top-level health:
 
     @property
     def step_name(self) -> str:
@@ -249,6 +281,7 @@ class MigrationSpec(_Strict):
     retries: int = Field(default=3, ge=0, le=50)
     retry_delay: PositiveDuration = dt.timedelta(seconds=30)
     preflight: PreflightSpec = PreflightSpec()
+    health: HealthSpec = HealthSpec()
     backup: BackupSpec | None = None
     queues: QueuesSpec | None = None
     expand: ExpandSource | None = None
@@ -262,6 +295,8 @@ class MigrationSpec(_Strict):
     contract_approval: ContractApprovalSpec | None = None
     rollback: SqlFile | None = None
     verify: tuple[VerifySpec, ...] = ()
+    # pgroll's vocabulary instead of the expand/contract/rollback files (docs/operations.md)
+    operations: tuple[OperationEntry, ...] = ()
     ledger_schema: Identifier = DEFAULT_SCHEMA
     tags: tuple[str, ...] = ()
 
@@ -320,14 +355,46 @@ class MigrationSpec(_Strict):
 
     @_model_validator(mode="after")
     def _something_to_do(self) -> MigrationSpec:
-        if self.expand is None and not self.backfill and not self.indexes and self.contract is None:
-            raise ValueError("nothing to do: give at least one of expand, backfill, indexes, contract")
+        if self.operations:
+            self._check_operations()
+        elif self.expand is None and not self.backfill and not self.indexes and self.contract is None:
+            raise ValueError(
+                "nothing to do: give at least one of operations, expand, backfill, indexes, contract"
+            )
         files = [(p, f) for p in SQL_PHASES if (f := self._file_name(p))]
         for i, (phase, name) in enumerate(files):
             for other, other_name in files[i + 1 :]:
                 if Path(name) == Path(other_name):
                     raise ValueError(f"{phase} and {other} both name {name}; each phase needs its own file")
         return self
+
+    def _check_operations(self) -> None:
+        """One or the other: operations, or the phase files; and what can be judged without a database."""
+        given = [k for k in ("expand", "contract", "rollback") if getattr(self, k) is not None]
+        if given:
+            raise ValueError(
+                f"operations: give operations or {'/'.join(given)}, not both (operations generate every phase)"
+            )
+        from airflow_provider_expand.engine.operations.planner import build_operations, check_isolation
+
+        ops = build_operations(self.operation_entries(), self.plan_context())
+        try:
+            check_isolation(ops)
+        except OperationError as exc:
+            raise ValueError(exc.located) from exc
+        taken = {b.table for b in self.backfill} | {i.name for i in self.indexes}
+        for op in ops:
+            for name in (*op.backfill_tables(), *op.index_names()):
+                if name in taken:
+                    raise ValueError(f"{op.label}: {name}: also listed under backfill/indexes; list it once")
+
+    def operation_entries(self) -> list[tuple[str, Fields]]:
+        """The ``operations`` list as (pgroll name, fields)."""
+        return [entry.entry() for entry in self.operations]
+
+    def plan_context(self, schema: str = "public") -> PlanContext:
+        """What the operations plan with: the version schema is named after the migration."""
+        return PlanContext(migration_id=self.id, schema=schema, source=f"{self.folder.name}/migration.yaml")
 
     # -- helpers for the DAG factory, the linter and the CLI --------------------------------------
 

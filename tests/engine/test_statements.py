@@ -46,6 +46,20 @@ def test_syntax_error_names_file_and_line() -> None:
         parse_statements("SELECT 1;\n\nALTER TABL products DROP COLUMN title;\n", source="contract.sql")
 
 
+def test_syntax_error_line_counts_characters_not_bytes() -> None:
+    # pglast reports the error's position in characters: counted as UTF-8 bytes, the two-byte letters
+    # (and the emoji, four bytes) above the error would push it several lines too far.
+    text = (
+        "-- redenumire: produsele își păstrează numele vechi până la contract 🚀\n"
+        "COMMENT ON TABLE products IS 'Produse în stoc, cu preț și denumire în română: ăîșțâ ăîșțâ ăîșțâ';\n"
+        "SELECT 'ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ ăîșțâ';\n"
+        "ALTER TABL products DROP COLUMN title;\n"
+        "SELECT 1;\nSELECT 2;\nSELECT 3;\nSELECT 4;\nSELECT 5;\n"
+    )
+    with pytest.raises(SQLFileError, match=r'^expand\.sql:4: does not parse: syntax error at or near "TABL"'):
+        parse_statements(text, source="expand.sql")
+
+
 def test_unreadable_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "rollback.sql"
     with pytest.raises(SQLFileError, match=r"rollback\.sql:0: cannot be read"):
@@ -88,3 +102,6 @@ def test_a_predicate_may_hold_a_subquery_where_its_caller_allows_it() -> None:
     with pytest.raises(FragmentError, match="assignments only") as caught:
         parse_assignments("name = title WHERE true")
     assert caught.value.rule == "clauses"
+    with pytest.raises(FragmentError, match="assigns name more than once") as caught:
+        parse_assignments("name = title, (name, n) = (1, 2)")
+    assert caught.value.rule == "duplicate"

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from airflow.sdk import DAG, Connection, Context
 
-from airflow_provider_expand.engine.backfill.run import BackfillInputError
+from airflow_provider_expand.engine.backfill.run import BackfillInputError, BackfillRowError
 from airflow_provider_expand.engine.errors import (
     DatabaseStatementError,
     DatabaseUnavailableError,
@@ -95,9 +95,10 @@ def test_failures_leave_as_the_engines_transient_or_definitive_errors(
         _op("dead_db").execute(NO_CONTEXT)
     assert isinstance(unavailable.value, TransientError)
 
-    with pytest.raises(DatabaseStatementError, match=r'"products".*division by zero') as refused:
+    with pytest.raises(BackfillRowError, match=r'"products" with key 4000: division by zero') as refused:
         _op(airflow_conn["postgres"], set="name = title || (1 / (id - 4000))::text").execute(NO_CONTEXT)
     assert isinstance(refused.value, DefinitiveError) and refused.value.sqlstate == "22012"
+    assert isinstance(refused.value.__cause__, DatabaseStatementError)
     step = Ledger().step(products, "products_title_to_name", "backfill:products")
     assert step is not None and step.status == "failed" and "division by zero" in (step.error or "")
 

@@ -53,7 +53,7 @@ def test_dump_returns_a_private_fresh_backup(
     assert path.parent == tmp_path and path.name.startswith("pre_migration_") and path.suffix == ".dump"
     assert path.stat().st_mode & 0o777 == 0o600
     verdict = judge_backup(tmp_path, max_age=dt.timedelta(minutes=5), log=logging.getLogger("test"))
-    assert verdict.fresh and verdict.path == path
+    assert verdict.fresh and verdict.path == str(path)
 
 
 def test_dump_keeps_the_password_out_of_argv_and_logs(

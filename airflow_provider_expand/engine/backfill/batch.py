@@ -4,7 +4,9 @@ Every batch transaction sets ``statement_timeout`` (how long a batch may hold it
 engine splits it) and, below it, ``lock_timeout`` (a wait for a table lock is a conflict to retry, not a
 slow batch to split). A short conflict is retried here a few times; past that, and for anything else the
 server says, the driver error leaves as the engine's class for it (``errors.database_error``), so a lost
-connection is transient and a ``set`` that raises is definitive, both naming the table.
+connection is transient and a ``set`` that raises is definitive, both naming the table. An error that
+belongs to a row's data (SQLSTATE classes in ``ROW_ERROR_CLASSES``: a bad cast, a violated constraint, a
+``RAISE``) is handed back to the walk instead, which narrows the batch down to the row and names its key.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from airflow_provider_expand.engine.errors import database_error
+from airflow_provider_expand.engine.errors import DatabaseError, database_error
 
 _T = TypeVar("_T")
 
@@ -30,12 +32,36 @@ _CONFLICTS = (
 )
 
 
-class BatchTimedOut(Exception):
-    """A batch hit its ``statement_timeout`` (and was rolled back): the caller splits it. Never escapes."""
+# Data exception, integrity constraint, PL/pgSQL RAISE, routine exceptions, WITH CHECK OPTION: errors some
+# rows cause and others do not, so halving the batch finds the row.
+ROW_ERROR_CLASSES = ("22", "23", "P0", "2F", "38", "39", "44")
+
+
+class BatchSplit(Exception):
+    """A batch that was rolled back and must be retried as its two halves. Never escapes the walk."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class BatchTimedOut(BatchSplit):
+    """A batch hit its ``statement_timeout``: its halves may each fit."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"statement_timeout after {seconds:.2f}s")
-        self.seconds = seconds
+        super().__init__(f"statement_timeout after {seconds:.2f}s", seconds)
+
+
+class BatchRowFailed(BatchSplit):
+    """A batch failed on some row's data: one of its halves holds that row.
+
+    ``error`` is the failure as the engine's class (naming the batch), ``detail`` the server's words alone.
+    """
+
+    def __init__(self, exc: psycopg.Error, what: str, seconds: float) -> None:
+        self.error: DatabaseError = database_error(exc, what)
+        self.detail = str(database_error(exc))
+        super().__init__(str(self.error), seconds)
 
 
 def _ms(value: dt.timedelta) -> str:
@@ -96,5 +122,7 @@ class BatchRunner:
                 self.log.warning("%s: hit %s; retrying in %.1fs", what, exc, delay)
                 self.sleep(delay)
             except psycopg.Error as exc:
+                if (exc.sqlstate or "")[:2] in ROW_ERROR_CLASSES:
+                    raise BatchRowFailed(exc, what, time.monotonic() - started) from exc
                 raise database_error(exc, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -35,6 +35,19 @@ class BackfillRowTimeoutError(BackfillError):
     """One row alone takes longer than the batch ``statement_timeout`` to update: no split can help."""
 
 
+class BackfillRowError(BackfillError):
+    """``set`` raises on one row (found by narrowing the failing batch down): the message names its key.
+
+    Definitive: the row's data makes ``set`` fail (a cast, a constraint, a division by zero) until a person
+    fixes the row or the expression. The batches before it stay committed with their checkpoint.
+    """
+
+    def __init__(self, message: str, sqlstate: str | None, key: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.key = key
+
+
 class BackfillStoppedError(BackfillError):
     """The migration is rolling back: the partition stopped after its last committed batch.
 

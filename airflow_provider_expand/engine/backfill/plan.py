@@ -9,7 +9,9 @@ checks names and types with ``EXPLAIN`` (plans, runs nothing).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from pglast import ast
@@ -20,6 +22,7 @@ from psycopg import sql
 from airflow_provider_expand.engine import statements
 from airflow_provider_expand.engine.backfill.errors import BackfillError as BackfillError
 from airflow_provider_expand.engine.backfill.errors import BackfillInputError
+from airflow_provider_expand.engine.backfill.key import Key, key_columns, show_key
 from airflow_provider_expand.engine.errors import database_error, is_transient_sqlstate
 from airflow_provider_expand.engine.statements import (
     ASSIGNMENTS_TABLE,
@@ -44,16 +47,17 @@ class BackfillSpec:
     (defaults: ``min(batch_size, 100)`` and ``max(batch_size, 100_000)``). ``max_sweep_rounds`` bounds the
     final sweep: when rows still match ``where`` after that many rounds, something keeps creating them.
     ``statement_timeout`` bounds each batch statement (default: :attr:`batch_statement_timeout`); a batch
-    that hits it is split in half and retried, down to one row.
+    that hits it is split in half and retried, down to one row. ``key`` names the column(s) to walk; by
+    default the primary key (any number of columns), else the narrowest unique index on NOT NULL columns.
     """
 
     table: str
     set: str
     where: str | None
-    key: str | None = None
+    key: str | tuple[str, ...] | None = None
     batch_size: int = 10_000
-    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=100)
-    pause: dt.timedelta = dt.timedelta(milliseconds=100)
+    target_batch_time: dt.timedelta | None = dt.timedelta(milliseconds=50)
+    pause: dt.timedelta = dt.timedelta(0)
     partitions: int = 1
     min_batch_size: int | None = None
     max_batch_size: int | None = None
@@ -173,28 +177,105 @@ def _literal_sql(text: str) -> sql.SQL:
 
 @dataclass(frozen=True)
 class Target:
-    """The table, key and fragments of a validated backfill, ready to compose statements from."""
+    """The table, key and fragments of a validated backfill, ready to compose statements from.
+
+    The key is one or more columns, compared as a row (``(a, b) > (%(lower_0)s, %(lower_1)s)``, as pgroll
+    does), so a composite key walks its index in order like a single column. Values are bound as text and
+    take the column's type from the comparison.
+    """
 
     label: str
     table: sql.Composed
-    key: str
+    columns: tuple[str, ...]
     set_sql: sql.SQL
     where_sql: sql.SQL
     by_ctid: bool
     reltuples: float
 
     @property
-    def key_ident(self) -> sql.Identifier:
-        return sql.Identifier(self.key)
+    def key(self) -> str:
+        """The key column(s), for messages: ``id`` or ``shop_id, id``."""
+        return ", ".join(self.columns)
 
-    def range_condition(self, lower: str | None, upper: str | None, prefix: str = "") -> sql.Composable:
-        """``key > %(<prefix>lower)s AND key <= %(<prefix>upper)s``, leaving out the unbounded sides."""
+    @property
+    def idents(self) -> list[sql.Identifier]:
+        return [sql.Identifier(c) for c in self.columns]
+
+    def row(self, qualifier: str | None = None) -> sql.Composed:
+        """``(a, b)``: the key as a row (``(t.a, t.b)`` with a qualifier)."""
+        names = (sql.Identifier(qualifier, c) for c in self.columns) if qualifier else self.idents
+        return sql.SQL("({})").format(sql.SQL(", ").join(names))
+
+    def texts(self, alias: str | None = None) -> sql.Composed:
+        """``a::text, b::text``: the key's text form, column by column (of alias ``alias``'s ``_k0, ...``)."""
+        if alias is not None:
+            cols = [sql.Identifier(alias, f"_k{i}") for i in range(len(self.columns))]
+        else:
+            cols = self.idents
+        return sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in cols)
+
+    def aliased(self) -> sql.Composed:
+        """``a AS _k0, b AS _k1``: the key under positional names (so ORDER BY sorts the values, not text)."""
+        return sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(c, sql.Identifier(f"_k{i}")) for i, c in enumerate(self.idents)
+        )
+
+    def order(self, descending: bool = False) -> sql.Composed:
+        direction = sql.SQL(" DESC") if descending else sql.SQL("")
+        return sql.SQL(", ").join(sql.SQL("{}{}").format(c, direction) for c in self.idents)
+
+    def placeholders(self, name: str) -> sql.Composed:
+        """``(%(name_0)s, %(name_1)s)``: a key value bound with :meth:`bind`."""
+        marks = (sql.Placeholder(f"{name}_{i}") for i in range(len(self.columns)))
+        return sql.SQL("({})").format(sql.SQL(", ").join(marks))
+
+    def bind(self, name: str, key: Key | None) -> dict[str, str | None]:
+        """The parameters of :meth:`placeholders` for ``key`` (all None for no key)."""
+        if key is not None and len(key) != len(self.columns):
+            raise BackfillError(
+                f"key value {show_key(key)} of {self.label} does not fit its key ({self.key}): was the key "
+                "changed midway? Reset the migration's backfill to start over with the new key"
+            )
+        return {f"{name}_{i}": (key[i] if key is not None else None) for i in range(len(self.columns))}
+
+    def range_condition(self, lower: Key | None, upper: Key | None) -> tuple[sql.Composable, dict[str, Any]]:
+        """``(key) > lower AND (key) <= upper`` (leaving out the unbounded sides) and its parameters."""
         parts: list[sql.Composable] = [sql.SQL("true")]
+        params: dict[str, Any] = {}
         if lower is not None:
-            parts.append(sql.SQL("{} > {}").format(self.key_ident, sql.Placeholder(f"{prefix}lower")))
+            parts.append(sql.SQL("{} > {}").format(self.row(), self.placeholders("lower")))
+            params.update(self.bind("lower", lower))
         if upper is not None:
-            parts.append(sql.SQL("{} <= {}").format(self.key_ident, sql.Placeholder(f"{prefix}upper")))
-        return sql.SQL(" AND ").join(parts)
+            parts.append(sql.SQL("{} <= {}").format(self.row(), self.placeholders("upper")))
+            params.update(self.bind("upper", upper))
+        return sql.SQL(" AND ").join(parts), params
+
+    def encode(self, key: Key | None) -> str | None:
+        """A key as the ledger stores it (``last_key``, range bounds): a single column's text form as it is
+        (so checkpoints of earlier releases read back unchanged), a composite key as a JSON array."""
+        if key is None:
+            return None
+        self.bind("key", key)
+        return key[0] if len(self.columns) == 1 else json.dumps(list(key))
+
+    def decode(self, stored: str | None) -> Key | None:
+        """The key :meth:`encode` stored; a value that does not fit this key is refused, naming both."""
+        if stored is None:
+            return None
+        if len(self.columns) == 1:
+            return (stored,)
+        try:
+            values = json.loads(stored)
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise BackfillError(
+                f"the ledger's key {stored!r} for {self.label} is not a value of its key ({self.key}): was the "
+                "key changed midway? Reset the migration's backfill to start over with the new key"
+            )
+        key = tuple(values)
+        self.bind("key", key)
+        return key
 
 
 def _table_row(conn: psycopg.Connection, schema: str | None, name: str) -> tuple[int, str, float, bool]:
@@ -219,54 +300,6 @@ def _table_row(conn: psycopg.Connection, schema: str | None, name: str) -> tuple
     return int(oid), str(relkind), float(reltuples), bool(has_children)
 
 
-def _key_column(conn: psycopg.Connection, oid: int, label: str, key: str | None) -> str:
-    """The key to walk: the single-column primary key by default; it must be NOT NULL and unique."""
-    if key is None:
-        row = conn.execute(
-            "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i"
-            " CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)"
-            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-            " WHERE i.indrelid = %s AND i.indisprimary",
-            (oid,),
-        ).fetchone()
-        columns: list[str] = row[0] if row and row[0] else []
-        if not columns:
-            raise BackfillInputError(
-                "key", f"table {label} has no primary key; name a unique NOT NULL column as key"
-            )
-        if len(columns) > 1:
-            raise BackfillInputError(
-                "key",
-                f"the primary key of {label} is composite ({', '.join(columns)}); "
-                "name one unique NOT NULL column as key",
-            )
-        key = columns[0]
-    row = conn.execute(
-        "SELECT a.attnum, a.attnotnull FROM pg_attribute a"
-        " WHERE a.attrelid = %s AND a.attname = %s AND a.attnum > 0 AND NOT a.attisdropped",
-        (oid, key),
-    ).fetchone()
-    if row is None:
-        raise BackfillInputError("key", f"column {key!r} does not exist in table {label}")
-    attnum, notnull = row
-    if not notnull:
-        raise BackfillInputError("key", f"column {key!r} of {label} is nullable; the key must be NOT NULL")
-    unique = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
-        " JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid"
-        " AND i.indnkeyatts = 1 AND i.indkey[0] = %s AND i.indpred IS NULL AND i.indexprs IS NULL"
-        " AND am.amname = 'btree')",
-        (oid, attnum),
-    ).fetchone()
-    if not unique or not unique[0]:
-        raise BackfillInputError(
-            "key",
-            f"column {key!r} of {label} needs a valid unique btree index on exactly that column "
-            "(each batch walks it in order)",
-        )
-    return str(key)
-
-
 def _explain(conn: psycopg.Connection, query: sql.Composable, field: str, text: str, label: str) -> None:
     """Let PostgreSQL resolve names and types of ``query`` without running it; blame ``field``."""
     try:
@@ -288,10 +321,11 @@ def resolve_target(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     oid, relkind, reltuples, has_children = _table_row(conn, schema, name)
     table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
     label = table.as_string(conn)
-    key = _key_column(conn, oid, label, spec.key)
-    if key in fragments.assigned:
+    columns = key_columns(conn, oid, label, spec.key)
+    assigned = [c for c in columns if c in fragments.assigned]
+    if assigned:
         raise BackfillInputError(
-            "set", f"{spec.set!r} assigns the key column {key!r}; the walk needs it fixed"
+            "set", f"{spec.set!r} assigns the key column {assigned[0]!r}; the walk needs it fixed"
         )
     set_sql, where_sql = _literal_sql(fragments.set_sql), _literal_sql(fragments.where_sql)
     composed = sql.Composed([table])
@@ -308,10 +342,11 @@ def resolve_target(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     return Target(
         label=label,
         table=composed,
-        key=key,
+        columns=columns,
         set_sql=set_sql,
         where_sql=where_sql,
-        # ctid is unique only within one heap: a partitioned or inherited table is updated by key instead.
+        # ctid is unique only within one heap: a partitioned or inherited table is matched by
+        # (tableoid, ctid) within the batch's key window instead.
         by_ctid=relkind == "r" and not has_children,
         reltuples=reltuples,
     )

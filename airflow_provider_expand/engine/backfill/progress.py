@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from airflow_provider_expand.engine.backfill.key import Key
 from airflow_provider_expand.engine.backfill.plan import Target
 
 EXACT_COUNT_UP_TO = 200_000
@@ -30,29 +31,31 @@ class RowEstimate:
     method: str
 
 
-def count_matching(conn: psycopg.Connection, target: Target, lower: str | None, upper: str | None) -> int:
+def count_matching(conn: psycopg.Connection, target: Target, lower: Key | None, upper: Key | None) -> int:
     """Exactly how many rows of ``lower < key <= upper`` match ``where`` (a read-only scan)."""
+    window, params = target.range_condition(lower, upper)
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {t} WHERE {r} AND ({w})").format(
-            t=target.table, r=target.range_condition(lower, upper), w=target.where_sql
+            t=target.table, r=window, w=target.where_sql
         ),
-        {"lower": lower, "upper": upper},
+        params,
     ).fetchone()
     return int(row[0]) if row else 0
 
 
 def estimate_rows(
-    conn: psycopg.Connection, target: Target, lower: str | None, upper: str | None
+    conn: psycopg.Connection, target: Target, lower: Key | None, upper: Key | None
 ) -> RowEstimate:
     """Rows of ``lower < key <= upper`` that match ``where``: exact when small, sampled when large."""
     if not target.by_ctid or target.reltuples <= EXACT_COUNT_UP_TO:
         return RowEstimate(count_matching(conn, target, lower, upper), "exact count")
     pct = min(100.0, max(0.01, 100.0 * SAMPLE_ROWS / target.reltuples))
+    window, params = target.range_condition(lower, upper)
     row = conn.execute(
         sql.SQL("SELECT count(*) FROM {t} TABLESAMPLE SYSTEM (%(pct)s) WHERE {r} AND ({w})").format(
-            t=target.table, r=target.range_condition(lower, upper), w=target.where_sql
+            t=target.table, r=window, w=target.where_sql
         ),
-        {"lower": lower, "upper": upper, "pct": pct},
+        {**params, "pct": pct},
     ).fetchone()
     sampled = int(row[0]) if row else 0
     return RowEstimate(round(sampled * 100.0 / pct), f"estimate from a {pct:.2f}% TABLESAMPLE")

@@ -6,6 +6,7 @@ first partition to start plans all ranges (quantiles of the key) under an adviso
 siblings wait their turn, polling, not under ``lock_timeout``) and stores them
 in ``<ledger schema>.backfill_ranges``; the others, and every retry, read them back. The first range is
 open below and the last open above, so together they always cover the whole key space exactly once.
+Bounds are keys of any type and arity (``Target.encode``: a composite key is stored as a JSON array).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
+from airflow_provider_expand.engine.backfill.key import Key, show_key
 from airflow_provider_expand.engine.backfill.plan import BackfillError, Target
 from airflow_provider_expand.engine.ledger.lock import LEDGER_LOCK, SHARED_LOCK_WAIT, ranges_key, xact_lock
 from airflow_provider_expand.engine.ledger.store import Ledger, StepRecord
@@ -41,39 +43,55 @@ CREATE TABLE IF NOT EXISTS {t} (
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Keys ``lower < key <= upper`` in their text form; ``None`` is unbounded on that side."""
+    """Keys ``lower < key <= upper`` (compared as rows); ``None`` is unbounded on that side."""
 
-    lower: str | None
-    upper: str | None
+    lower: Key | None
+    upper: Key | None
     empty: bool = False
 
     def describe(self) -> str:
         if self.empty:
             return "(empty)"
-        return f"({self.lower if self.lower is not None else '-inf'}, {self.upper if self.upper is not None else '+inf'}]"
+        lower = show_key(self.lower) if self.lower is not None else "-inf"
+        upper = show_key(self.upper) if self.upper is not None else "+inf"
+        return f"({lower}, {upper}]"
 
 
 def compute_ranges(conn: psycopg.Connection, target: Target, partitions: int) -> list[KeyRange]:
-    """Split the key space into ``partitions`` ranges of about equal row counts (key quantiles)."""
+    """Split the key space into ``partitions`` ranges of about equal row counts (key quantiles).
+
+    The quantiles are the keys at ranks ``ceil(f * n)`` of the keys in order (``percentile_disc``'s
+    choice), read with ``row_number()`` so that they work for a key of any type and any number of
+    columns; a large plain table is ranked on a ``TABLESAMPLE`` of about SAMPLE_ROWS rows.
+    """
     if partitions == 1:
         return [KeyRange(None, None)]
     fractions = [i / partitions for i in range(1, partitions)]
     sampled = target.by_ctid and target.reltuples > SAMPLE_ABOVE
-    bounds: list[str | None] | None = None
+    bounds: list[Key] = []
     for use_sample in (True, False) if sampled else (False,):
         sample = sql.SQL(" TABLESAMPLE SYSTEM (%(pct)s)") if use_sample else sql.SQL("")
-        row = conn.execute(
+        rows = conn.execute(
             sql.SQL(
-                "SELECT (percentile_disc(%(f)s::float8[]) WITHIN GROUP (ORDER BY {k}))::text[] FROM {t}{s}"
-            ).format(k=target.key_ident, t=target.table, s=sample),
+                "SELECT {texts} FROM (SELECT {aliased}, row_number() OVER (ORDER BY {order}) AS _rank,"
+                " count(*) OVER () AS _rows FROM {t}{s}) s"
+                " JOIN unnest(%(f)s::float8[]) WITH ORDINALITY AS q(fraction, ord)"
+                " ON s._rank = greatest(1, ceil(q.fraction * s._rows)) ORDER BY q.ord"
+            ).format(
+                texts=target.texts("s"),
+                aliased=target.aliased(),
+                order=target.order(),
+                t=target.table,
+                s=sample,
+            ),
             {"f": fractions, "pct": min(100.0, max(0.01, 100.0 * SAMPLE_ROWS / max(target.reltuples, 1.0)))},
-        ).fetchone()
-        bounds = row[0] if row else None
-        if bounds is not None:
+        ).fetchall()
+        if rows:  # one per fraction; two can meet at the same key (few rows): that range is empty, rightly
+            bounds = [tuple(str(v) for v in r) for r in rows]
             break
-    if bounds is None:  # an empty table: the first range takes everything that appears later
+    if not bounds:  # an empty table: the first range takes everything that appears later
         return [KeyRange(None, None)] + [KeyRange(None, None, empty=True)] * (partitions - 1)
-    edges: list[str | None] = [None, *bounds, None]
+    edges: list[Key | None] = [None, *bounds, None]
     return [KeyRange(edges[i], edges[i + 1]) for i in range(partitions)]
 
 
@@ -89,7 +107,7 @@ def _ranges_table_exists(conn: psycopg.Connection, ledger: Ledger) -> bool:
 
 
 def _stored(
-    conn: psycopg.Connection, ledger: Ledger, migration_id: str, step: str
+    conn: psycopg.Connection, ledger: Ledger, target: Target, migration_id: str, step: str
 ) -> list[tuple[int, int, KeyRange]]:
     rows = conn.execute(
         sql.SQL(
@@ -98,7 +116,9 @@ def _stored(
         ).format(_ranges_table(ledger)),
         (migration_id, step),
     ).fetchall()
-    return [(int(r[0]), int(r[1]), KeyRange(r[2], r[3], bool(r[4]))) for r in rows]
+    return [
+        (int(r[0]), int(r[1]), KeyRange(target.decode(r[2]), target.decode(r[3]), bool(r[4]))) for r in rows
+    ]
 
 
 def _matches(stored: list[tuple[int, int, KeyRange]], partitions: int) -> bool:
@@ -132,7 +152,7 @@ def claim_range(
     with conn.transaction():
         # Only this step's partitions plan together; they wait their turn, whatever lock_timeout says.
         xact_lock(conn, ranges_key(migration_id, step), wait=lock_wait)
-        stored = _stored(conn, ledger, migration_id, step)
+        stored = _stored(conn, ledger, target, migration_id, step)
         parts = {s.part: s.status for s in ledger.steps(conn, migration_id) if s.step == step}
         if parts and _matches(stored, partitions):
             ranges = [r for _, _, r in stored]
@@ -163,7 +183,15 @@ def claim_range(
                         " VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     ).format(table),
                     [
-                        (migration_id, step, i, partitions, r.lower, r.upper, r.empty)
+                        (
+                            migration_id,
+                            step,
+                            i,
+                            partitions,
+                            target.encode(r.lower),
+                            target.encode(r.upper),
+                            r.empty,
+                        )
                         for i, r in enumerate(ranges)
                     ],
                 )
@@ -183,7 +211,7 @@ def peek_range(
 ) -> KeyRange:
     """The range a run would use, without writing anything (for ``dry_run``)."""
     if _ranges_table_exists(conn, ledger):
-        stored = _stored(conn, ledger, migration_id, step)
+        stored = _stored(conn, ledger, target, migration_id, step)
         if _matches(stored, partitions):
             return stored[part][2]
     return compute_ranges(conn, target, partitions)[part]

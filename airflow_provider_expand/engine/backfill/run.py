@@ -25,15 +25,20 @@ from airflow_provider_expand.engine.backfill.errors import (
     BackfillBusyError,
     BackfillError,
     BackfillInputError,
+    BackfillRowError,
     BackfillRowTimeoutError,
     BackfillStoppedError,
     BackfillSweepError,
 )
+from airflow_provider_expand.engine.backfill.key import key_text_settings, show_key
 from airflow_provider_expand.engine.backfill.plan import BackfillSpec, Target, resolve_target
 from airflow_provider_expand.engine.backfill.progress import Progress, count_matching, estimate_rows
 from airflow_provider_expand.engine.backfill.ranges import claim_range, peek_range
 from airflow_provider_expand.engine.backfill.walk import BackfillWalk
 from airflow_provider_expand.engine.database import Connector
+from airflow_provider_expand.engine.health.gauge import StepHealth
+from airflow_provider_expand.engine.health.hold import HealthHoldError
+from airflow_provider_expand.engine.health.settings import HealthSettings
 from airflow_provider_expand.engine.ledger.lock import MigrationLockedError, migration_lock, partition_key
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.lifecycle import Lifecycle
@@ -43,10 +48,13 @@ __all__ = [
     "BackfillError",
     "BackfillInputError",
     "BackfillResult",
+    "BackfillRowError",
     "BackfillRowTimeoutError",
     "BackfillSpec",
     "BackfillStoppedError",
     "BackfillSweepError",
+    "HealthHoldError",
+    "HealthSettings",
     "run_backfill",
 ]
 
@@ -76,6 +84,14 @@ class BackfillResult:
     estimate_method: str
     would_change: int | None = None
     splits: int = 0  # batches split in half after hitting their statement_timeout
+    # health (engine/health): per gate how often and how long it held; batches app sessions waited on
+    holds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    held_seconds: float = 0.0
+    lock_waits: int = 0
+    vacuums: int = 0
+    hot_ratio: float | None = None  # of the row versions this partition replaced, the share HOT
+    growth: float | None = None  # the table's size (pg_table_size) after / before this run
+    growth_with_indexes: float | None = None  # the same with its indexes (pg_total_relation_size)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,6 +111,7 @@ def run_backfill(
     dry_run: bool = False,
     ledger: Ledger | None = None,
     progress_every: dt.timedelta = dt.timedelta(seconds=5),
+    health: HealthSettings | None = None,
 ) -> BackfillResult:
     """Backfill partition ``partition`` of ``spec`` (resuming from its ledger checkpoint) and sweep it.
 
@@ -103,13 +120,17 @@ def run_backfill(
     Failures leave as the engine's errors (``engine/errors.py``): a lost connection or a lock conflict is
     transient (the retry resumes from the checkpoint), anything else definitive; a rollback of the
     migration stops the partition between two batches with :class:`BackfillStoppedError`.
+    ``health`` sets the gates read between batches (``engine/health``; default ``HealthSettings()``); one
+    that holds longer than its ``max_hold`` raises :class:`HealthHoldError`, a transient error.
     """
+    health = health or HealthSettings()
     spec.check(partition)
     ledger = ledger or Ledger()
     label = _label(spec, partition)
     started = time.monotonic()
     with errors.translated(f"{label} of table {spec.table}"), connect() as conn:
         conn.autocommit = True
+        key_text_settings(conn)
         target = resolve_target(conn, spec)
         if dry_run:
             return _dry_run(conn, spec, target, ledger, migration_id, partition, label, log, started)
@@ -126,9 +147,10 @@ def run_backfill(
                 batch_size=spec.batch_size,
             )
             resumed_from = record.last_key
-            first = resumed_from if resumed_from is not None else key_range.lower
             try:
                 with errors.translated(f"{label} of table {target.label}"):
+                    resumed = target.decode(resumed_from)
+                    first = resumed if resumed is not None else key_range.lower
                     remaining = estimate_rows(conn, target, first, key_range.upper)
                     ledger.start_step(
                         conn, migration_id, spec.step, partition, rows_total=record.rows_done + remaining.rows
@@ -138,14 +160,15 @@ def run_backfill(
                         label,
                         target.key,
                         key_range.describe(),
-                        f"resuming after key {resumed_from} with {record.rows_done:,} rows done"
-                        if resumed_from is not None
+                        f"resuming after key {show_key(resumed)} with {record.rows_done:,} rows done"
+                        if resumed is not None
                         else "starting",
                     )
                     progress = Progress(
                         label, log, rows_before=record.rows_done, remaining=remaining, every=progress_every
                     )
                     progress.start()
+                    gauge = StepHealth.start(connect, conn, target, health, label, log)
                     run = BackfillWalk(
                         conn,
                         spec,
@@ -156,14 +179,22 @@ def run_backfill(
                         key_range=key_range,
                         progress=progress,
                         log=log,
+                        table_oid=gauge.oid,
+                        hold=gauge.hold,
+                        vacuum=gauge.vacuum,
                     )
                     run.check_stop(first)
                     last = first
-                    if not key_range.empty:
-                        with _batch_commits(conn):
-                            last = run.main_pass(first)
-                            run.sweep(last)
+                    try:
+                        if not key_range.empty:
+                            gauge.hold.check(conn, force=True)
+                            with _batch_commits(conn):
+                                last = run.main_pass(first)
+                                run.sweep(last)
+                    finally:
+                        gauge.vacuum.close()
                     progress.finish(run.swept)
+                    summary = gauge.finish(conn, run.pacer)
                     ledger.finish_step(
                         conn, migration_id, spec.step, partition, rows_total=progress.rows_done
                     )
@@ -183,11 +214,12 @@ def run_backfill(
         rows_swept=run.swept,
         batches=progress.batches,
         seconds=time.monotonic() - started,
-        last_key=last,
+        last_key=target.encode(last),
         resumed_from=resumed_from,
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,
         splits=run.splits,
+        **summary,
     )
 
 

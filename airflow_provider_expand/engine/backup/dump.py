@@ -25,6 +25,17 @@ from airflow_provider_expand.engine.backup.pg_tools import (
     resolve_tool,
     run_tool,
 )
+from airflow_provider_expand.engine.backup.store import (
+    BackupDirectoryError,
+    BackupError,
+    BackupFile,
+    BackupFileError,
+    BackupStore,
+    as_file,
+    as_store,
+)
+
+__all__ = ["BackupDirectoryError", "BackupError", "BackupFileError"]
 
 DEFAULT_PREFIX = "pre_migration_"
 DEFAULT_PATTERN = "pre_migration_*.dump"
@@ -67,18 +78,6 @@ _MULTIWORD_DESCS = sorted(
     reverse=True,
 )
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.+)$")
-
-
-class BackupError(RuntimeError):
-    """A backup could not be taken, judged or restored."""
-
-
-class BackupDirectoryError(BackupError):
-    """The backup directory is missing, not a directory, or not writable."""
-
-
-class BackupFileError(BackupError):
-    """A backup file cannot be read (permissions, dangling link, not a file)."""
 
 
 class RestoreRefusedError(BackupError):
@@ -129,63 +128,42 @@ def missing_tables(entries: Sequence[TocEntry], must_contain: Iterable[str]) -> 
     return [t for t in must_contain if t not in qualified and t not in bare]
 
 
-def _check_readable(path: Path) -> None:
-    try:
-        with path.open("rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        raise BackupFileError(f"cannot read backup file {path}: {exc.strerror or exc}") from exc
+def _named(local: Path | None) -> list[str | Path]:
+    """The file argument of a client tool: the local file, or none (it reads stdin / writes stdout)."""
+    return [local] if local is not None else []
 
 
-def read_toc(path: Path, *, pg_restore: Path, log: logging.Logger) -> list[TocEntry]:
-    """The dump's table of contents, via ``pg_restore --list`` (no database involved)."""
-    _check_readable(path)
-    done = run_tool([pg_restore, "--list", path], env=os.environ, log=log, what=f"backup file {path}")
+def read_toc(backup: str | Path | BackupFile, *, pg_restore: Path, log: logging.Logger) -> list[TocEntry]:
+    """The dump's table of contents, via ``pg_restore --list`` (no database involved), on the file itself
+    or on the stream of it from its store."""
+    backup = as_file(backup)
+    with backup.store.open_read(backup.name) as stream:
+        local = backup.store.local_path(backup.name)
+        argv: list[str | Path] = [pg_restore, "--list", *_named(local)]
+        done = run_tool(
+            argv, env=os.environ, log=log, what=f"backup file {backup}", source=None if local else stream
+        )
     return parse_toc(done.stdout.decode("utf-8", "replace"))
 
 
-def read_all_data(path: Path, *, pg_restore: Path, log: logging.Logger) -> None:
+def read_all_data(backup: str | Path | BackupFile, *, pg_restore: Path, log: logging.Logger) -> None:
     """Read every data block of the dump (``pg_restore -f /dev/null``): catches truncation and corruption."""
-    run_tool(
-        [pg_restore, "--file", os.devnull, path],
-        env=os.environ,
-        log=log,
-        what=f"backup file {path}",
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def _check_directory(directory: Path, *, writable: bool) -> None:
-    if not directory.is_dir():
-        raise BackupDirectoryError(f"backup directory {directory} does not exist or is not a directory")
-    if writable and not os.access(directory, os.W_OK | os.X_OK):
-        raise BackupDirectoryError(f"backup directory {directory} is not writable")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(tmp: Path, directory: Path, stem: str) -> Path:
-    """Give the finished dump its final name without ever replacing an existing backup."""
-    for n in range(1, 1000):
-        final = directory / (f"{stem}.dump" if n == 1 else f"{stem}_{n}.dump")
-        try:
-            os.link(tmp, final)  # fails if ``final`` exists, unlike rename
-        except FileExistsError:
-            continue
-        os.unlink(tmp)
-        return final
-    raise BackupError(f"no free backup file name for {stem} in {directory}")
+    backup = as_file(backup)
+    with backup.store.open_read(backup.name) as stream:
+        local = backup.store.local_path(backup.name)
+        run_tool(
+            [pg_restore, "--file", os.devnull, *_named(local)],
+            env=os.environ,
+            log=log,
+            what=f"backup file {backup}",
+            stdout=subprocess.DEVNULL,
+            source=None if local else stream,
+        )
 
 
 def dump_database(
     target: PgTarget,
-    directory: str | Path,
+    directory: str | Path | BackupStore,
     *,
     log: logging.Logger,
     prefix: str = DEFAULT_PREFIX,
@@ -193,53 +171,46 @@ def dump_database(
     server_major: int | None = None,
     now: dt.datetime | None = None,
     timeout: float | None = None,
-) -> Path:
-    """``pg_dump -Fc`` of ``target`` into ``<directory>/<prefix><YYYYMMDD_HHMM>.dump`` (UTC); its path.
+) -> str:
+    """``pg_dump -Fc`` of ``target`` into ``<directory>/<prefix><YYYYMMDD_HHMM>.dump`` (UTC); where it is.
 
-    The file is created 0600 under a hidden temporary name, checked with ``pg_restore --list`` and only
-    then renamed, so the freshness check never sees a dump that is still being written.
+    The file is created 0600 (where the store has modes) under a hidden temporary name, checked with
+    ``pg_restore --list`` and only then renamed, so the freshness check never sees a dump still being
+    written. On a local disk pg_dump writes the file by name (only then does it rewrite the TOC with data
+    offsets); into an object store its stdout is streamed, never spooled on the worker.
     """
-    folder = Path(directory)
-    _check_directory(folder, writable=True)
+    store = as_store(directory)
+    store.check(writable=True)
     pg_dump = resolve_tool("pg_dump", bin_dir=bin_dir, server_major=server_major)
     pg_restore = resolve_tool("pg_restore", bin_dir=pg_dump.parent)
     stem = f"{prefix}{(now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC):%Y%m%d_%H%M}"
-    tmp = folder / f".{stem}.{os.getpid()}.partial"
+    tmp = f".{stem}.{os.getpid()}.partial"
     started = time.monotonic()
-    log.info("backing up %s with %s to %s", target.describe(), pg_dump, folder)
-    # Created 0600 here; pg_dump then opens the existing file, which keeps that mode. pg_dump writes to
-    # a named file rather than stdout because only then does it rewrite the TOC with data offsets.
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    log.info("backing up %s with %s to %s", target.describe(), pg_dump, store.location)
     try:
-        with client_env(target) as env:
+        with store.open_write(tmp) as out, client_env(target) as env:
+            local = store.local_path(tmp)  # created 0600 by open_write; pg_dump keeps that mode
             run_tool(
-                [pg_dump, "--format=custom", "--no-password", "--file", tmp],
+                [pg_dump, "--format=custom", "--no-password", *(["--file", *_named(local)] if local else [])],
                 env=env,
                 log=log,
                 what=f"database {target.dbname!r}",
                 timeout=timeout,
+                sink=None if local else out,
             )
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        toc = read_toc(tmp, pg_restore=pg_restore, log=log)
-        final = _publish(tmp, folder, stem)
-        _fsync_directory(folder)
+        toc = read_toc(BackupFile(store, tmp), pg_restore=pg_restore, log=log)
+        final = store.publish(tmp, stem)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        store.remove(tmp)
         raise
-    size = final.stat().st_size
     log.info(
-        "backup %s written: %.1f MiB, %d TOC entries, %d tables with data, in %.1f s",
-        final,
-        size / 2**20,
+        "backup %s written: %d TOC entries, %d tables with data, in %.1f s",
+        store.describe(final),
         len(toc),
         len(tables_with_data(toc)),
         time.monotonic() - started,
     )
-    return final
+    return store.describe(final)
 
 
 @dataclass(frozen=True)
@@ -248,13 +219,18 @@ class BackupVerdict:
 
     fresh: bool
     reason: str
-    path: Path | None = None
+    backup: BackupFile | None = None
     age: dt.timedelta | None = None
     missing: list[str] = field(default_factory=list)
 
+    @property
+    def path(self) -> str | None:
+        """Where the judged backup is (a path or a URL), or None when none was found."""
+        return str(self.backup) if self.backup is not None else None
+
 
 def judge_backup(
-    directory: str | Path,
+    directory: str | Path | BackupStore,
     *,
     max_age: dt.timedelta,
     log: logging.Logger,
@@ -267,26 +243,21 @@ def judge_backup(
     """Judge the newest file matching ``pattern``: young enough, readable by ``pg_restore``, complete.
 
     A missing directory or an unreadable newest file raises (waiting will not fix it); a stale,
-    truncated or incomplete dump gives a verdict that is not fresh, with the reason.
+    truncated or incomplete dump gives a verdict that is not fresh, with the reason. In an object store
+    the table of contents and the data are read from the stream of the object.
     """
-    folder = Path(directory)
-    _check_directory(folder, writable=False)
-    dated: list[tuple[float, Path]] = []
-    for path in folder.glob(pattern):
-        try:
-            dated.append((path.stat().st_mtime, path))
-        except OSError as exc:
-            raise BackupFileError(f"cannot read backup file {path}: {exc.strerror or exc}") from exc
-    if not dated:
-        return BackupVerdict(False, f"no file matching {pattern!r} in {folder}")
-    mtime, newest = max(dated)
-    if not newest.is_file():
+    store = as_store(directory)
+    store.check(writable=False)
+    found = store.find(pattern)
+    if not found:
+        return BackupVerdict(False, f"no file matching {pattern!r} in {store.location}")
+    latest = max(found, key=lambda f: (f.modified, f.name))
+    newest = BackupFile(store, latest.name)
+    if not latest.regular:
         raise BackupFileError(f"cannot read backup file {newest}: not a regular file")
-    moment = now or dt.datetime.now(dt.UTC)
-    age = moment - dt.datetime.fromtimestamp(mtime, dt.UTC)
+    age = (now or dt.datetime.now(dt.UTC)) - latest.modified
     if age > max_age:
         return BackupVerdict(False, f"{newest} is {age} old, more than max_age {max_age}", newest, age)
-    _check_readable(newest)
     pg_restore = resolve_tool("pg_restore", bin_dir=bin_dir)
     try:
         toc = read_toc(newest, pg_restore=pg_restore, log=log)
@@ -311,7 +282,7 @@ def judge_backup(
 
 def restore_dump(
     target: PgTarget,
-    dump_path: str | Path,
+    dump_path: str | Path | BackupFile,
     *,
     confirm: str,
     log: logging.Logger,
@@ -324,32 +295,41 @@ def restore_dump(
 
     Refuses before touching anything unless ``confirm`` equals the database name; the dump is read in
     full first, and restored in one transaction by default, so a bad dump cannot leave the database
-    half-dropped.
+    half-dropped. A dump in an object store is streamed to ``pg_restore`` (read three times: TOC, data,
+    restore), never copied to the worker's disk.
     """
-    path = Path(dump_path)
+    backup = as_file(dump_path)
     if confirm != target.dbname:
         raise RestoreRefusedError(
-            f"refusing to restore {path} into database {target.dbname!r}: "
+            f"refusing to restore {backup} into database {target.dbname!r}: "
             f"the confirmation {confirm!r} must equal the database name"
         )
-    if not path.is_file():
-        raise BackupFileError(f"cannot read backup file {path}: no such file")
+    local = backup.store.local_path(backup.name)
+    if local is not None and not local.is_file():
+        raise BackupFileError(f"cannot read backup file {backup}: no such file")
     pg_restore = resolve_tool("pg_restore", bin_dir=bin_dir, server_major=server_major)
-    toc = read_toc(path, pg_restore=pg_restore, log=log)
-    read_all_data(path, pg_restore=pg_restore, log=log)
+    toc = read_toc(backup, pg_restore=pg_restore, log=log)
+    read_all_data(backup, pg_restore=pg_restore, log=log)
     log.warning(
         "restoring %s (%d TOC entries) into %s: objects in the dump are dropped and recreated",
-        path,
+        backup,
         len(toc),
         target.describe(),
     )
     argv: list[str | Path] = [pg_restore, "--clean", "--if-exists", "--no-password", "--exit-on-error"]
     if single_transaction:
         argv.append("--single-transaction")
-    argv += ["--dbname", psycopg.conninfo.make_conninfo(dbname=target.dbname), path]
+    argv += ["--dbname", psycopg.conninfo.make_conninfo(dbname=target.dbname)]
     started = time.monotonic()
-    with client_env(target) as env:
-        run_tool(argv, env=env, log=log, what=f"database {target.dbname!r}", timeout=timeout)
+    with client_env(target) as env, backup.store.open_read(backup.name) as stream:
+        run_tool(
+            [*argv, local] if local is not None else argv,
+            env=env,
+            log=log,
+            what=f"database {target.dbname!r}",
+            timeout=timeout,
+            source=None if local is not None else stream,
+        )
     log.warning(
-        "restore of %s into %s finished in %.1f s", path, target.describe(), time.monotonic() - started
+        "restore of %s into %s finished in %.1f s", backup, target.describe(), time.monotonic() - started
     )

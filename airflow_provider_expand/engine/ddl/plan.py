@@ -96,6 +96,26 @@ def plan_phase(statements: Sequence[Statement]) -> Plan:
     return Plan(tuple(groups), tuple(_digests(groups)))
 
 
+def plan_groups(groups: Sequence[tuple[Sequence[Statement], bool]]) -> Plan:
+    """A plan whose transaction boundaries are given (``(statements, autocommit)`` per group), as the
+    declarative operations plan them; an autocommit group holds one statement, and a statement PostgreSQL
+    refuses in a transaction block must be in one."""
+    built: list[Group] = []
+    for statements, alone in groups:
+        for stmt in statements:
+            if isinstance(stmt.node, ast.TransactionStmt):
+                raise SQLFileError(stmt.source, stmt.line, "transaction control is not allowed in a group")
+            if stmt.concurrently and not alone:
+                raise SQLFileError(
+                    stmt.source, stmt.line, "runs outside a transaction: it needs its own group"
+                )
+        if alone and len(statements) != 1:
+            raise ValueError("an autocommit group holds exactly one statement")
+        if statements:
+            built.append(Group(len(built) + 1, tuple(statements), autocommit=alone))
+    return Plan(tuple(built), tuple(_digests(built)))
+
+
 def _canonical(stmt: Statement) -> str:
     """The statement as the parser sees it: comments and layout do not count as a change."""
     try:

@@ -50,6 +50,7 @@ def index_key(qualified_index: str) -> str:
 
 
 LEDGER_LOCK = lock_key("ledger", "create")  # serialises creating the ledger's tables
+HOLDS_LOCK = lock_key("holds", "claim")  # serialises migrations claiming the tables they touch (begin)
 
 
 def try_session_lock(conn: psycopg.Connection, key: str) -> bool:

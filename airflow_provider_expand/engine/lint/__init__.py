@@ -4,7 +4,18 @@ phase, each finding with a code and a safe alternative. One module per rule fami
 ``lint_sql(text, source, phase)`` for one file, ``lint_migration(spec)`` for a whole folder.
 """
 
-from airflow_provider_expand.engine.lint.findings import PHASES, Finding, Phase, Rule
+from airflow_provider_expand.engine.lint.findings import PHASES, SEVERITIES, Finding, Phase, Rule, Severity
 from airflow_provider_expand.engine.lint.linter import RULES, RULES_BY_CODE, lint_migration, lint_sql
 
-__all__ = ["PHASES", "RULES", "RULES_BY_CODE", "Finding", "Phase", "Rule", "lint_migration", "lint_sql"]
+__all__ = [
+    "PHASES",
+    "RULES",
+    "RULES_BY_CODE",
+    "SEVERITIES",
+    "Finding",
+    "Phase",
+    "Rule",
+    "Severity",
+    "lint_migration",
+    "lint_sql",
+]

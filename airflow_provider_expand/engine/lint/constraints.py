@@ -1,5 +1,6 @@
 """Rules about constraints on existing tables: a FOREIGN KEY or CHECK added without ``NOT VALID`` checks
-every row while holding its lock; a PRIMARY KEY or UNIQUE constraint builds its index under the lock.
+every row while holding its lock; a PRIMARY KEY or UNIQUE constraint builds its index under the lock; a
+``VALIDATE`` in the same transaction as its ``NOT VALID`` scans under the lock the ``ADD`` took.
 """
 
 from __future__ import annotations
@@ -62,23 +63,80 @@ def _index_backed(statement: Statement, ctx: FileContext) -> Iterator[str]:
             )
 
 
+def _validate_in_group(statement: Statement, ctx: FileContext) -> Iterator[str]:
+    node = statement.node
+    if not isinstance(node, ast.AlterTableStmt) or ctx.is_new_table(node.relation):
+        return
+    added_here: set[str] = set()  # ADD ... NOT VALID, VALIDATE in one ALTER TABLE: one transaction too
+    for cmd in alter_table_cmds(node):
+        constraint = cmd.def_ if isinstance(cmd.def_, ast.Constraint) else None
+        if cmd.subtype == AlterTableType.AT_AddConstraint and constraint and constraint.skip_validation:
+            added_here.add(str(constraint.conname))
+        name = str(cmd.name)
+        if cmd.subtype == AlterTableType.AT_ValidateConstraint and (
+            name in ctx.group_not_valid or name in added_here
+        ):
+            yield (
+                f"validates {cmd.name} in the same transaction that added it NOT VALID: the lock the ADD took "
+                "is held until the group commits, so the scan runs under it and NOT VALID gains nothing"
+            )
+
+
 FOREIGN_KEY = Rule(
-    "EX401",
-    "foreign-key-validating",
-    "ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in a later statement",
-    _foreign_key,
+    code="EX401",
+    name="foreign-key-validating",
+    alternative="ADD CONSTRAINT ... FOREIGN KEY ... NOT VALID, then VALIDATE CONSTRAINT in a later phase "
+    "(contract.sql)",
+    check=_foreign_key,
+    explanation=(
+        "Adding a foreign key checks every row while it holds a SHARE ROW EXCLUSIVE lock on both tables: "
+        "no writes to either until the scan ends. NOT VALID enforces it for new rows at once, without the "
+        "scan; VALIDATE CONSTRAINT checks the old rows later under a lock that lets writes go on."
+    ),
+    squawk=("adding-foreign-key-constraint", "constraint-missing-not-valid"),
+    cost="scan",
 )
 CHECK = Rule(
-    "EX402",
-    "check-validating",
-    "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later statement",
-    _check,
+    code="EX402",
+    name="check-validating",
+    alternative="ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later phase "
+    "(contract.sql)",
+    check=_check,
+    explanation=(
+        "Adding a CHECK scans every row under an ACCESS EXCLUSIVE lock. NOT VALID enforces it for new "
+        "rows without the scan; VALIDATE CONSTRAINT checks the old rows under SHARE UPDATE EXCLUSIVE."
+    ),
+    squawk=("constraint-missing-not-valid",),
+    cost="scan",
 )
 INDEX_BACKED = Rule(
-    "EX403",
-    "constraint-builds-index",
-    "CREATE UNIQUE INDEX CONCURRENTLY first (indexes: in migration.yaml), then ADD CONSTRAINT ... USING INDEX",
-    _index_backed,
+    code="EX403",
+    name="constraint-builds-index",
+    alternative="CREATE UNIQUE INDEX CONCURRENTLY first (indexes: in migration.yaml), then ADD CONSTRAINT ... "
+    "USING INDEX",
+    check=_index_backed,
+    explanation=(
+        "ADD PRIMARY KEY, ADD UNIQUE and ADD EXCLUDE build their index while holding an ACCESS EXCLUSIVE "
+        "lock: no reads, no writes for the whole build. Build the unique index CONCURRENTLY first, then "
+        "attach it with USING INDEX, which only updates the catalog."
+    ),
+    squawk=("disallowed-unique-constraint", "adding-serial-primary-key-field"),
+    cost="scan",
+)
+VALIDATE_IN_GROUP = Rule(
+    code="EX404",
+    name="validate-in-same-transaction",
+    alternative="VALIDATE CONSTRAINT in a later phase (contract.sql, after the backfill), so the ADD ... NOT "
+    "VALID commits first and the scan runs under SHARE UPDATE EXCLUSIVE",
+    check=_validate_in_group,
+    explanation=(
+        "The runner applies the statements between two CONCURRENTLY statements in one transaction. ADD "
+        "CONSTRAINT ... NOT VALID takes an ACCESS EXCLUSIVE (a CHECK) or SHARE ROW EXCLUSIVE (a foreign "
+        "key) lock that is held until that transaction commits, so a VALIDATE CONSTRAINT in the same "
+        "group scans the table under it: the same outage as adding the constraint valid."
+    ),
+    squawk=("constraint-missing-not-valid",),
+    cost="scan",
 )
 
-RULES = (FOREIGN_KEY, CHECK, INDEX_BACKED)
+RULES = (FOREIGN_KEY, CHECK, INDEX_BACKED, VALIDATE_IN_GROUP)

@@ -82,6 +82,19 @@ def _queries(tree: object) -> Iterator[tuple[str, int]]:
             yield from _queries(value)
 
 
+def plpgsql_kinds(tree: object) -> set[str]:
+    """The kinds of PL/pgSQL statement in a parsed body (``PLpgSQL_stmt_commit``, ``PLpgSQL_stmt_fors``...)."""
+    kinds: set[str] = set()
+    if isinstance(tree, dict):
+        kinds.update(k for k in tree if k.startswith("PLpgSQL_stmt_"))
+        for value in tree.values():
+            kinds |= plpgsql_kinds(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            kinds |= plpgsql_kinds(value)
+    return kinds
+
+
 def _parsed(text: str) -> list[ast.Node]:
     try:
         return [raw.stmt for raw in pglast.parse_sql(text) if raw.stmt is not None]
@@ -97,21 +110,29 @@ def _selected_text(node: ast.Node) -> str | None:
     return None
 
 
-def _nodes(statement: Statement) -> Iterator[tuple[str, ast.Node]]:
-    """The statement, and for a PL/pgSQL ``DO`` block (it runs now, in the runner's session) the SQL
-    inside it, also the string constants it EXECUTEs: (where, node)."""
-    yield "", statement.node
+def do_body(statement: Statement) -> list[object] | None:
+    """The parsed PL/pgSQL tree of a ``DO`` block's body (pglast's JSON form), or None when the
+    statement is no PL/pgSQL DO block or its body does not parse (the server would refuse it too)."""
     node = statement.node
     if not isinstance(node, ast.DoStmt):
-        return
+        return None
     options = {o.defname: o.arg for o in node.args or () if isinstance(o, ast.DefElem)}
     body, language = options.get("as"), options.get("language")
     if not isinstance(body, ast.String) or (isinstance(language, ast.String) and language.sval != "plpgsql"):
-        return
+        return None
     wrapper = f"CREATE FUNCTION expand_lint_do() RETURNS void LANGUAGE plpgsql AS $expand_lint${body.sval}$expand_lint$"
     try:
-        tree = pglast.parse_plpgsql(wrapper)
+        return list(pglast.parse_plpgsql(wrapper))
     except ParseError:
+        return None
+
+
+def statement_nodes(statement: Statement) -> Iterator[tuple[str, ast.Node]]:
+    """The statement, and for a PL/pgSQL ``DO`` block (it runs now, in the runner's session) the SQL
+    inside it, also the string constants it EXECUTEs: (where, node)."""
+    yield "", statement.node
+    tree = do_body(statement)
+    if tree is None:
         return
     for query, mode in _queries(tree):
         for inner in _parsed(query if mode == 0 else f"SELECT {query}"):
@@ -122,7 +143,7 @@ def _nodes(statement: Statement) -> Iterator[tuple[str, ast.Node]]:
 
 
 def _timeouts(statement: Statement, ctx: FileContext) -> Iterator[str]:
-    for where, node in _nodes(statement):
+    for where, node in statement_nodes(statement):
         yield from (where + message for message in _timeout_messages(node))
 
 
@@ -151,7 +172,7 @@ def _timeout_messages(node: ast.Node) -> Iterator[str]:
 
 
 def _roles(statement: Statement, ctx: FileContext) -> Iterator[str]:
-    for where, node in _nodes(statement):
+    for where, node in statement_nodes(statement):
         yield from (where + message for message in _role_messages(node))
 
 
@@ -169,18 +190,30 @@ def _role_messages(node: ast.Node) -> Iterator[str]:
 
 
 TIMEOUT_OVERRIDE = Rule(
-    "EX801",
-    "timeout-override",
-    "remove it: set lock_timeout (and statement_timeout) in migration.yaml; the runner applies them to "
-    "every statement, with retries on lock timeouts",
-    _timeouts,
+    code="EX801",
+    name="timeout-override",
+    alternative="remove it: set lock_timeout (and statement_timeout) in migration.yaml; the runner applies "
+    "them to every statement, with retries on lock timeouts",
+    check=_timeouts,
+    explanation="""Timeouts belong to the runner. Other linters ask each file to SET lock_timeout and
+    statement_timeout; here each statement runs under the runner's lock_timeout, statement_timeout (if
+    set) and idle_in_transaction_session_timeout, from migration.yaml, re-asserted before every
+    statement, with retries when a lock wait times out. So a SET lock_timeout = 0 in a file could only
+    affect the statement that sets it; this rule refuses it anyway, and also RESET, RESET ALL, DISCARD
+    ALL and set_config(...) of those settings anywhere in a statement, and the same inside a PL/pgSQL
+    DO block, including the string constants it EXECUTEs. Set lock_timeout and statement_timeout in
+    migration.yaml.""",
+    squawk=("require-timeout-settings", "require-lock-timeout", "require-statement-timeout"),
 )
 ROLE_SWITCH = Rule(
-    "EX802",
-    "role-switch",
-    "remove it: run the migration as the intended role (the login of postgres_conn_id), or grant what "
-    "is needed to that role beforehand",
-    _roles,
+    code="EX802",
+    name="role-switch",
+    alternative="remove it: run the migration as the intended role (the login of postgres_conn_id), or "
+    "grant what is needed to that role beforehand",
+    check=_roles,
+    explanation="""SET ROLE and SET SESSION AUTHORIZATION (also inside a DO block) would run the rest
+    of the migration, and the runner's own ledger writes, as someone else than the connection's login:
+    what it creates gets another owner, and its privileges are not the ones preflight checked.""",
 )
 
 RULES = (TIMEOUT_OVERRIDE, ROLE_SWITCH)

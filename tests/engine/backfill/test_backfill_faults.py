@@ -16,6 +16,7 @@ import pytest
 from airflow_provider_expand.engine.backfill import run as backfill
 from airflow_provider_expand.engine.backfill.run import (
     BackfillBusyError,
+    BackfillRowError,
     BackfillRowTimeoutError,
     BackfillSpec,
     run_backfill,
@@ -88,27 +89,28 @@ def _assert_consistent(conn: psycopg.Connection, last_key: str | None, rows_done
         ("name = title, code = CASE WHEN id = 1234 THEN NULL ELSE code END", "23502", "null value"),
     ],
 )
-def test_a_set_that_raises_fails_definitively_naming_the_table(
+def test_a_set_that_raises_is_narrowed_down_to_the_row_and_names_its_key(
     pg_conn: psycopg.Connection, pg_connect: Connector, set_: str, sqlstate: str, cause: str
 ) -> None:
     _products(pg_conn, 5_000)
     spec = dataclasses.replace(SPEC, set=set_, batch_size=500)
-    with pytest.raises(DatabaseStatementError) as caught:
+    with pytest.raises(BackfillRowError) as caught:
         run_backfill(pg_connect, spec, migration_id="m", log=LOG)
     error = caught.value
     assert isinstance(error, DefinitiveError) and not isinstance(error, TransientError)
-    assert error.sqlstate == sqlstate
-    assert '"products"' in str(error) and cause in str(error) and "after key 1000" in str(error), error
-    assert isinstance(error.__cause__, psycopg.Error)
+    assert error.sqlstate == sqlstate and error.key == "1234"
+    assert 'row of "products" with key 1234' in str(error) and cause in str(error), error
+    assert isinstance(error.__cause__, DatabaseStatementError)
     step = Ledger().step(pg_conn, "m", "backfill:products")
     assert step is not None and step.status == "failed"
-    assert '"products"' in (step.error or "") and cause in (step.error or "")
+    assert "key 1234" in (step.error or "") and cause in (step.error or "")
     record = Ledger().get(pg_conn, "m")  # definitive: the lifecycle marks the migration failed
     assert record is not None and record.phase == "failed"
-    # The failing batch rolled back with its checkpoint; the batches before it stay committed.
-    assert step.last_key == "1000"
+    # The batches narrowing it down committed up to the row before it, with their checkpoint; not the row.
+    assert step.last_key == "1233"
     _assert_consistent(pg_conn, step.last_key, step.rows_done)
-    assert step.rows_done == 1000 - 20
+    assert step.rows_done == 1233 - 24
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE id = 1234 AND name IS NULL") == 1
 
 
 def test_batches_that_hit_statement_timeout_are_split_and_the_backfill_completes(
@@ -251,6 +253,7 @@ def test_a_sweep_chunk_that_hits_statement_timeout_is_split(
     assert any("in the sweep from key" in m for m in splits), splits
 
 
+@pytest.mark.one_pg_version("the lock-conflict retry policy")
 def test_a_table_lock_held_past_the_retries_is_a_transient_conflict_and_the_rerun_resumes(
     pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector
 ) -> None:

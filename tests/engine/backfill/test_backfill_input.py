@@ -30,7 +30,9 @@ def products(pg_conn: psycopg.Connection) -> psycopg.Connection:
         """
         CREATE TABLE products (id bigint PRIMARY KEY, code text NOT NULL, title text, name text);
         INSERT INTO products (id, code, title) SELECT g, 'c' || g, 'title ' || g FROM generate_series(1, 300) g;
-        CREATE TABLE no_pk (id bigint, title text, name text);
+        CREATE TABLE no_pk (id bigint UNIQUE, title text, name text);
+        CREATE TABLE pattern (code text NOT NULL, title text, name text);
+        CREATE UNIQUE INDEX pattern_code ON pattern (code text_pattern_ops);
         CREATE TABLE pair (a int, b int, title text, name text, PRIMARY KEY (a, b));
         """
     )
@@ -81,9 +83,17 @@ CASES: list[tuple[str, dict[str, object], int, str, str]] = [
     ("negative partition", {}, -1, "partition", "must be >= 0, got -1"),
     ("missing key column", {"key": "nope"}, 0, "key", "column 'nope' does not exist"),
     ("key nullable", {"key": "title"}, 0, "key", "is nullable; the key must be NOT NULL"),
-    ("key not unique", {"key": "code"}, 0, "key", "needs a valid unique btree index"),
-    ("no primary key", {"table": "no_pk"}, 0, "key", "has no primary key"),
-    ("composite primary key", {"table": "pair"}, 0, "key", r"composite \(a, b\)"),
+    ("key not unique", {"key": "code"}, 0, "key", r"need a valid unique btree index on exactly \(code\)"),
+    ("key named twice", {"key": ("id", "id")}, 0, "key", "must name distinct columns"),
+    ("key not the index's order", {"table": "pair", "key": ("b", "a")}, 0, "key", r"exactly \(b, a\)"),
+    ("key sorted otherwise", {"table": "pattern", "key": "code"}, 0, "key", "another operator class"),
+    (
+        "no primary key, unique only on a nullable column",
+        {"table": "no_pk"},
+        0,
+        "key",
+        "has no primary key and no unique index on NOT NULL columns",
+    ),
     ("set assigns the key", {"set": "id = id + 1, name = title"}, 0, "set", "assigns the key column 'id'"),
     ("zero target time", {"target_batch_time": dt.timedelta(0)}, 0, "target_batch_time", "must be > 0"),
 ]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from airflow_provider_expand.engine.backfill.run import BackfillSpec, run_backfill
 from airflow_provider_expand.engine.database import Connector
@@ -47,6 +48,7 @@ def _wait(condition: object, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.one_pg_version("kill -9 of a worker, then the resume from the ledger")
 def test_kill_9_mid_run_then_resume_from_the_checkpoint(
     pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector, tmp_path: Path
 ) -> None:

@@ -114,6 +114,7 @@ class Writer(threading.Thread):
             self.error = exc
 
 
+@pytest.mark.one_pg_version("a writer's latency under the backfill: timing, on a shared 2-core machine")
 def test_backfill_with_a_writer_is_complete_and_never_blocks_it_long(
     pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -55,7 +55,7 @@ def _target(conn: psycopg.Connection) -> tuple[PgTarget, int]:
 
 def _dump(conn: psycopg.Connection, directory: Path, **kwargs: object) -> Path:
     target, major = _target(conn)
-    return dump_database(target, directory, log=LOG, server_major=major, **kwargs)  # type: ignore[arg-type]
+    return Path(dump_database(target, directory, log=LOG, server_major=major, **kwargs))  # type: ignore[arg-type]
 
 
 def test_dump_is_private_named_by_minute_and_fresh(shop_db: psycopg.Connection, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_dump_is_private_named_by_minute_and_fresh(shop_db: psycopg.Connection, 
 
     verdict = judge_backup(tmp_path, max_age=HOUR, log=LOG, must_contain=["products", "public.shops"])
     assert verdict.fresh, verdict.reason
-    assert verdict.path == second and "TABLE DATA for products, public.shops" in verdict.reason
+    assert verdict.path == str(second) and "TABLE DATA for products, public.shops" in verdict.reason
 
 
 def test_truncated_or_corrupt_dump_is_not_fresh(shop_db: psycopg.Connection, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_truncated_or_corrupt_dump_is_not_fresh(shop_db: psycopg.Connection, tmp
     truncated = tmp_path / "pre_migration_20990101_0000.dump"
     truncated.write_bytes(data[: len(data) // 2])  # the TOC survives, the data blocks do not
     verdict = judge_backup(tmp_path, max_age=HOUR, log=LOG, must_contain=["products"])
-    assert not verdict.fresh and verdict.path == truncated
+    assert not verdict.fresh and verdict.path == str(truncated)
     assert "truncated or corrupt" in verdict.reason and str(truncated) in verdict.reason
 
     truncated.write_bytes(b"PGDMP" + b"\0" * 40)  # a header and nothing else
@@ -106,7 +106,7 @@ def test_old_dump_is_not_fresh(shop_db: psycopg.Connection, tmp_path: Path) -> N
     two_hours_ago = (dt.datetime.now(dt.UTC) - 2 * HOUR).timestamp()
     os.utime(path, (two_hours_ago, two_hours_ago))
     verdict = judge_backup(tmp_path, max_age=HOUR, log=LOG)
-    assert not verdict.fresh and verdict.path == path and "more than max_age 1:00:00" in verdict.reason
+    assert not verdict.fresh and verdict.path == str(path) and "more than max_age 1:00:00" in verdict.reason
     assert judge_backup(tmp_path, max_age=3 * HOUR, log=LOG).fresh
 
 
@@ -174,11 +174,11 @@ def test_password_travels_in_a_passfile_never_in_argv_env_or_log(
     assert not passfile.exists()
 
     with caplog.at_level(logging.INFO, logger=LOG.name):
-        path = dump_database(target, tmp_path, log=LOG, server_major=major)
+        path = Path(dump_database(target, tmp_path, log=LOG, server_major=major))
     commands = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running: ")]
     assert any("pg_dump --format=custom --no-password" in c for c in commands), commands
     assert password not in caplog.text and role in caplog.text
-    assert judge_backup(tmp_path, max_age=HOUR, log=LOG, must_contain=["products"]).path == path
+    assert judge_backup(tmp_path, max_age=HOUR, log=LOG, must_contain=["products"]).path == str(path)
 
 
 def test_restore_refuses_without_confirmation_and_restores_with_it(

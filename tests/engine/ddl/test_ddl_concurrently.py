@@ -104,7 +104,7 @@ def test_a_build_applied_before_its_checkpoint_counts_as_applied_on_the_retry(
         "ALTER TABLE products ADD COLUMN name text;\n"
         "CREATE INDEX CONCURRENTLY idx_products_name ON products (name);\n"
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS idx_products_title ON products (title) WHERE n >= 0;\n"
-        "ALTER TABLE products ADD COLUMN b int;\n"
+        "ALTER TABLE products ADD COLUMN b bigint;\n"
     )
     assert _run(pg_connect, text).applied == 4
     # the crash: both builds ran, but the ledger's checkpoint says only group 1 was applied

@@ -105,6 +105,7 @@ def test_a_partition_waits_for_a_sibling_planning_longer_than_its_lock_timeout(
     assert key_range.upper is None and key_range.lower is not None and record.status == "running"
 
 
+@pytest.mark.one_pg_version("advisory-lock waits past lock_timeout: the engine's polling")
 def test_a_backfill_partition_outwaits_a_sibling_holding_the_locks_past_the_batch_lock_timeout(
     products: psycopg.Connection, pg_connect: Connector, holder: psycopg.Connection
 ) -> None:

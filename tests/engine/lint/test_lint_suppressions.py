@@ -34,7 +34,7 @@ def test_suppression_inside_a_multi_line_statement_and_several_codes() -> None:
 
 def test_suppression_only_silences_the_codes_it_names() -> None:
     sql = "-- expand: allow EX303 because small table\nALTER TABLE shops ADD COLUMN plan text NOT NULL;\n"
-    assert found(sql) == [("EX301", 2)]
+    assert found(sql) == [("EX005", 1), ("EX301", 2)]  # and the EX303 it names silences nothing
 
 
 def test_suppression_without_a_reason_is_a_finding_and_does_not_count() -> None:
@@ -61,3 +61,14 @@ def test_ordinary_comments_and_strings_are_not_suppressions() -> None:
 
 def test_a_suppression_cannot_silence_a_syntax_error() -> None:
     assert found("-- expand: allow EX001 because trust me\nCREATE INDX i ON shops (x);\n") == [("EX001", 2)]
+
+
+def test_a_suppression_that_silences_nothing_is_a_warning() -> None:
+    sql = "-- expand: allow EX201 because shops holds 40 rows\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON shops (x);\n"
+    (finding,) = lint_sql(sql, "expand.sql", "expand")
+    assert (finding.code, finding.line, finding.severity) == ("EX005", 1, "warning")
+    assert finding.message.startswith("suppression of EX201 silences nothing")
+    used = "-- expand: allow EX201 because shops holds 40 rows\nCREATE INDEX i ON shops (x);\n"
+    assert found(used) == []
+    # a rule that compares files (EX903, at the expand statement) is not judged by one file alone
+    assert found("-- expand: allow EX903 because kept on purpose\nCREATE TABLE audit (id bigint);\n") == []

@@ -141,6 +141,7 @@ def test_session_pooling_passes_with_the_signs_logged(
 
 
 @pytest.mark.parametrize("pool_mode", ["transaction", "session"])
+@pytest.mark.one_pg_version("PgBouncer's pool under churn")
 def test_verdict_holds_while_other_clients_churn_the_pool(pgbouncer: Start, pool_mode: str) -> None:
     """Under load, transaction pooling is still proved every time, and session pooling never refused."""
     dsn = pgbouncer(pool_mode, default_pool_size=4 if pool_mode == "transaction" else 8)
