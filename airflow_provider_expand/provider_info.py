@@ -42,6 +42,7 @@ def get_provider_info() -> dict[str, Any]:
                 "ledger",
                 "lint",
                 "migrator",
+                "operations",
                 "phase_sql",
                 "queues",
                 "rollback",
@@ -50,7 +51,7 @@ def get_provider_info() -> dict[str, Any]:
         ),
         "sensors": _modules("sensors", ["backup", "deploy_watch", "preflight", "queues", "soak"]),
         "triggers": _modules("triggers", ["preflight", "queues"]),
-        "hooks": _modules("hooks", ["docker", "postgres", "redis"]),
+        "hooks": _modules("hooks", ["backup_store", "docker", "postgres", "redis"]),
         "notifications": [f"{_PKG}.notifications.MigrationNotifier"],
         "plugins": [{"name": "expand", "plugin-class": f"{_PKG}.plugin.plugin.ExpandPlugin"}],
     }
