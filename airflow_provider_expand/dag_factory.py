@@ -21,7 +21,8 @@ from airflow_provider_expand.engine.lifecycle import Event
 from airflow_provider_expand.engine.operations.planner import build_operations
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
-from airflow_provider_expand.notifications import attach_notifiers
+from airflow_provider_expand.notifications import attach_notifiers, deadline_alert
+from airflow_provider_expand.operators.approval import ContractApprovalOperator
 from airflow_provider_expand.operators.backfill import BatchBackfillOperator
 from airflow_provider_expand.operators.backup import PgDumpOperator
 from airflow_provider_expand.operators.deploy import DockerDeployOperator
@@ -103,6 +104,7 @@ class _MigrationDag(ReleaseSteps):
             doc_md=doc_md(spec),
             render_template_as_native_obj=True,
             default_args=retry_args(spec.retries, spec.retry_delay),
+            deadline=deadline_alert(spec),
         ) as dag:
             steps: list[Any] = [
                 LintOperator(task_id="lint", folder=str(spec.folder)),
@@ -138,6 +140,10 @@ class _MigrationDag(ReleaseSteps):
                 )
                 steps.append(soak)
                 self.at_risk.append(soak)
+            approval = self.approval()
+            if approval is not None:
+                steps.append(approval)
+                self.at_risk.append(approval)  # only a person's "Roll back" fails it
             contract = self.phase_sql("contract")
             verify = self.verify("verify", "contract", baseline="verify_expand" if verify_expand else "begin")
             done = LedgerPhaseOperator(
@@ -156,6 +162,23 @@ class _MigrationDag(ReleaseSteps):
             if spec.notify is not None:
                 attach_notifiers(spec, dag, done=done, rollback=rollback)
         return dag
+
+    def approval(self) -> BaseOperator | None:
+        """A person's go-ahead between the soak and the contract (``contract_approval:``)."""
+        approval = self.spec.contract_approval
+        if approval is None:
+            return None
+        return ContractApprovalOperator(
+            task_id="approve_contract",
+            timeout=approval.timeout,
+            # Airflow 3.3.2 (LocalExecutor): an answer given within seconds of the task parking is lost to a
+            # retry, which asks again; spare tries so that only a person's "Roll back" can fail this task
+            retries=max(self.spec.retries, 10),
+            approvers=list(approval.approvers),
+            ledger_schema=self.spec.ledger_schema,
+            dry_run=DRY_RUN,
+            **self.common(),
+        )
 
     def expand(self) -> BaseOperator | None:
         """expand.sql through the DDL runner, or the app's own migrator in its image."""

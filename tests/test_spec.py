@@ -335,6 +335,8 @@ def test_every_problem_is_listed_one_per_line(tmp_path: Path) -> None:
         ("deploy: {container: w, image: i, health_url: 'localhost:65000/health'}", "deploy.health_url: "),
         ("contract: expand.sql", "expand and contract both name expand.sql"),
         ("contract_window: '02:00-05:00'", "contract_window: there is no contract to schedule"),
+        ("notify: {deadline: 2h}", "notify.deadline: needs a notifier to send it (smtp)"),
+        ("notify: {smtp: {to: [a@example.com]}, deadline: later}", "notify.deadline: "),
         (
             "backfill:\n  - {table: products, set: a = b, where: a IS NULL}\n  - {table: products, set: c = d, where: c IS NULL}",
             "backfill: table products appears twice ([0] and [1])",
@@ -354,6 +356,26 @@ def test_contract_window_is_checked(tmp_path: Path) -> None:
     assert problems(folder) == [
         "mig/migration.yaml: contract_window: contract window '2:00-25:00' is not of the form HH:MM-HH:MM (UTC)"
     ]
+
+
+def test_contract_approval_is_checked(tmp_path: Path) -> None:
+    files = ("expand.sql", "c.sql")
+    good = write(
+        tmp_path, MINIMAL + "contract: c.sql\ncontract_approval: {approvers: [alice], timeout: 4h}\n", files
+    )
+    approval = load_migration(good).contract_approval
+    assert approval is not None and approval.approvers == ("alice",)
+    assert approval.timeout == dt.timedelta(hours=4)
+    bad = write(tmp_path / "bad", MINIMAL + "contract: c.sql\ncontract_approval: {timeout: soon}\n", files)
+    found = problems(bad)
+    assert len(found) == 1 and found[0].startswith("mig/migration.yaml: contract_approval.timeout: "), found
+    assert "'soon'" in found[0], found
+    unknown = write(
+        tmp_path / "unknown", MINIMAL + "contract: c.sql\ncontract_approval: {approver: bob}\n", files
+    )
+    assert any("contract_approval.approver" in p for p in problems(unknown)), problems(unknown)
+    without = write(tmp_path / "without", MINIMAL + "contract_approval: {timeout: 1h}\n")
+    assert any("contract_approval: there is no contract to approve" in p for p in problems(without))
 
 
 def test_nothing_to_do(tmp_path: Path) -> None:

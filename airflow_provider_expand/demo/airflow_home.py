@@ -62,6 +62,10 @@ def airflow_env(home: Path, dags: Path, *, port: int = 8080, parallelism: int = 
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # the provider's plugins (the migration view) load only when providers are discovered eagerly
+        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
+        # where the migration view finds the specs (the DAG file beside it loads the same folder)
+        "AIRFLOW__EXPAND__MIGRATIONS_FOLDER": str(dags.parent / "migrations"),
     }
 
 

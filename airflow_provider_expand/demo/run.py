@@ -1,7 +1,7 @@
 """``make demo``: seed the shop, run the example migration end to end in Airflow, print the summary.
 
-The run goes through ``dag.test()``: every task runs in this process, so its log streams to the terminal
-as it happens (the backfill's progress lines included). ``make ui`` runs the same DAG in a real Airflow.
+The run goes through ``dag.test()``: every task runs in this process; the terminal shows a live view of
+it (tasks, backfill progress, soak countdown) while the full logs go to a file. ``make ui`` runs the same DAG in a real Airflow.
 Every run re-seeds: the demo database is dropped and created again, the queue re-created.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import redis
@@ -24,9 +24,14 @@ from airflow_provider_expand.demo.airflow_home import (
     migrate_metadata_db,
     write_passwords,
 )
+from airflow_provider_expand.demo.live_view import LiveView, logs_to_file, terminal_console
 from airflow_provider_expand.demo.servers import Servers, recreate_database
 from airflow_provider_expand.demo.shop import AppWriter, seed_queue, seed_shop
 from airflow_provider_expand.demo.summary import ledger_summary
+from airflow_provider_expand.spec import load_migration
+
+# a backfill's closing progress line (engine/backfill/progress.py), kept on screen after the run
+_DONE = re.compile(r"backfill:\S+: done, [^[]*")
 
 
 def seed(servers: Servers, repo: Path, rows: int, log: logging.Logger) -> None:
@@ -54,15 +59,22 @@ def prepare_airflow(
     return env
 
 
-def _task_states(dag_run: Any) -> dict[str, str]:
-    return {
-        ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": str(ti.state)
-        for ti in dag_run.get_task_instances()
-    }
+def _highlights(log_file: Path) -> list[str]:
+    """The tasks' own closing lines worth keeping on screen (each backfill's "done" line)."""
+    found = []
+    for line in log_file.read_text(errors="replace").splitlines():
+        match = _DONE.search(line)
+        if match:
+            found.append(match.group(0).strip())
+    return list(dict.fromkeys(found))
 
 
 def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) -> bool:
-    """Trigger the migration as the UI would (no logical date) while the app writes; True if it succeeded."""
+    """Trigger the migration as the UI would (no logical date) while the app writes; True if it succeeded.
+
+    The terminal shows the live view (tasks, backfill bars, soak countdown); every log line goes to
+    ``<state>/demo.log``, named at the end.
+    """
     # the in-process execution API and the task runner's bookkeeping would drown the tasks' own lines
     os.environ.setdefault(
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS",
@@ -72,30 +84,43 @@ def run_migration(servers: Servers, dags: Path, rows: int, log: logging.Logger) 
         DagBag,  # after prepare_airflow: Airflow reads its config on import
     )
 
-    bag = DagBag(dag_folder=str(dags))
-    if bag.import_errors:
-        raise RuntimeError(f"the demo DAG does not load: {bag.import_errors}")
-    dag = bag.get_dag(MIGRATION_ID)
-    if dag is None:
-        raise RuntimeError(f"DAG {MIGRATION_ID!r} not found in {dags}")
+    log_file = dags.parent / "demo.log"
+    log_file.write_text("")
+    soak = load_migration(dags.parent / "migrations" / MIGRATION_ID).soak
+    log.info("running %s; its full logs go to %s", MIGRATION_ID, log_file)
     writer = AppWriter(servers.dsn, rows).start()
     started = time.perf_counter()
     try:
-        dag_run = dag.test(logical_date=None)
+        with logs_to_file(log_file) as terminal:
+            console = terminal_console(terminal)
+            bag = DagBag(dag_folder=str(dags))
+            if bag.import_errors:
+                raise RuntimeError(f"the demo DAG does not load: {bag.import_errors}")
+            dag = bag.get_dag(MIGRATION_ID)
+            if dag is None:
+                raise RuntimeError(f"DAG {MIGRATION_ID!r} not found in {dags}")
+            with LiveView(console, servers.dsn, MIGRATION_ID, soak):
+                dag_run = dag.test(logical_date=None)
     finally:
         writer.stop()
     elapsed = time.perf_counter() - started
-    states = _task_states(dag_run)
+    console = terminal_console()
     with psycopg.connect(servers.dsn, autocommit=True) as conn:
         summary = ledger_summary(conn, MIGRATION_ID)
-    print("\n" + "=" * 78)
-    print(f"DAG run {dag_run.run_id}: {dag_run.state} in {elapsed:.0f} s")
-    print("tasks: " + ", ".join(f"{task}={state}" for task, state in states.items()))
-    print(summary)
-    print(
-        f"\nthe app meanwhile: {writer.statements} updates, {writer.errors} errors, "
+    console.print()
+    console.rule()
+    color = "green" if str(dag_run.state) == "success" else "red"
+    console.print(f"DAG run {dag_run.run_id}: [{color}]{dag_run.state}[/] in {elapsed:.0f} s")
+    for line in _highlights(log_file):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(summary)
+    console.print(
+        f"the app meanwhile: {writer.statements} updates, {writer.errors} errors, "
         f"slowest {writer.slowest * 1000:.0f} ms"
     )
-    print("=" * 78)
-    print("Next: `make ui` serves this migration in the Airflow UI, to trigger it from its params form.")
+    console.print(f"full logs (Airflow, every task): {log_file}", markup=False, highlight=False)
+    console.rule()
+    console.print(
+        "Next: `make ui` serves this migration in the Airflow UI, to trigger it from its params form."
+    )
     return str(dag_run.state) == "success"

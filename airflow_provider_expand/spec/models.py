@@ -168,11 +168,32 @@ class SmtpNotifySpec(_Strict):
         return value
 
 
+class ContractApprovalSpec(_Strict):
+    """A person decides, in the UI's Required Actions, when the contract runs: contract now, wait (ask again
+    after ``timeout``) or roll back. No answer within ``timeout`` counts as wait, never as a rollback."""
+
+    # Airflow user ids who may answer; none: anyone allowed to act on the DAG's task instances
+    approvers: tuple[str, ...] = ()
+    timeout: PositiveDuration = dt.timedelta(hours=24)
+
+
 class NotifySpec(_Strict):
     """Who hears about a failure, a rollback or the end (the runbook's T+30 'Notifică tech lead')."""
 
     smtp: SmtpNotifySpec | None = None
     events: tuple[NotifyEvent, ...] = ("failure", "rollback", "completion")
+    # a run still going this long after it was queued notifies (an Airflow Deadline Alert, sent from the
+    # triggerer): the migration took longer than expected, someone should look
+    deadline: PositiveDuration | None = None
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_needs_a_notifier(
+        cls, value: dt.timedelta | None, info: ValidationInfo
+    ) -> dt.timedelta | None:
+        if value is not None and info.data.get("smtp") is None:
+            raise ValueError("needs a notifier to send it (smtp)")
+        return value
 
 
 def _one_or_list(value: Any) -> Any:
@@ -271,6 +292,7 @@ class MigrationSpec(_Strict):
     soak: Duration | None = None
     contract: SqlFile | None = None
     contract_window: str | None = None
+    contract_approval: ContractApprovalSpec | None = None
     rollback: SqlFile | None = None
     verify: tuple[VerifySpec, ...] = ()
     # pgroll's vocabulary instead of the expand/contract/rollback files (docs/operations.md)
@@ -305,6 +327,15 @@ class MigrationSpec(_Strict):
         ContractWindow.parse(value)
         if info.data.get("contract") is None:
             raise ValueError("there is no contract to schedule")
+        return value
+
+    @field_validator("contract_approval")
+    @classmethod
+    def _approval(
+        cls, value: ContractApprovalSpec | None, info: ValidationInfo
+    ) -> ContractApprovalSpec | None:
+        if value is not None and info.data.get("contract") is None:
+            raise ValueError("there is no contract to approve")
         return value
 
     @field_validator("backfill")

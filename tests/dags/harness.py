@@ -4,12 +4,14 @@ a DAG file in Airflow's dags folder that builds it, and the demo shop schema in 
 
 from __future__ import annotations
 
+import email
 import random
 import shutil
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,24 @@ def seed_bullmq_queue(client: Any, prefix: str, name: str = "sync", jobs: int = 
         )
         client.lpush(f"{prefix}:{name}:wait", str(job_id))
     client.set(f"{prefix}:{name}:id", str(jobs))
+
+
+class Inbox:
+    """What a real SMTP server (aiosmtpd) on loopback received."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        return [str(m["Subject"]) for m in self.messages]
+
+    def body(self, subject_part: str) -> str:
+        for m in self.messages:
+            if subject_part in str(m["Subject"]):
+                parts = [p for p in m.walk() if p.get_content_type() == "text/html"]
+                return "\n".join(str(p.get_payload(decode=True), "utf-8") for p in parts)  # type: ignore[arg-type]
+        raise AssertionError(f"no mail with {subject_part!r} in {self.subjects()}")

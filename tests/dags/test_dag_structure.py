@@ -98,3 +98,36 @@ def test_a_broken_folder_does_not_hide_the_others(tmp_path: Path) -> None:
 
     with pytest.raises(SpecError, match=r"bad/migration\.yaml: soke"):
         build_migration_dags(tmp_path / "migrations", strict=True)
+
+
+def test_contract_approval_sits_between_soak_and_contract(tmp_path: Path) -> None:
+    from airflow_provider_expand.operators.approval import ContractApprovalOperator
+
+    folder = copy_migration(tmp_path, "approved", contract_approval={"approvers": ["alice"], "timeout": "2h"})
+    dag = build_migration_dag(folder)
+    approval = dag.get_task("approve_contract")
+    assert isinstance(approval, ContractApprovalOperator)
+    assert dag.get_task("soak").downstream_task_ids == {"approve_contract", "rollback"}
+    assert "contract" in approval.downstream_task_ids and "rollback" in approval.downstream_task_ids
+    assert approval.options == ["Contract now", "Wait", "Roll back"] and approval.defaults == ["Wait"]
+    assert approval.assigned_users == [{"id": "alice", "name": "alice"}]
+    assert approval.response_timeout is not None and approval.response_timeout.total_seconds() == 7200
+    assert approval.retries >= 10  # a lost answer retries (asks again); only "Roll back" may fail it
+    assert "approve_contract" not in build_migration_dag(EXAMPLE).task_ids
+
+
+def test_notify_deadline_is_a_deadline_alert_mailing_through_the_notifier(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from airflow.sdk.definitions.deadline import DeadlineReference
+
+    from airflow_provider_expand.notifications import MigrationNotifier
+
+    notify = {"smtp": {"to": ["oncall@example.com"], "conn_id": "smtp_x"}, "deadline": "30h"}
+    dag = build_migration_dag(copy_migration(tmp_path, "late", notify=notify))
+    (alert,) = dag.deadline
+    assert alert.reference == DeadlineReference.DAGRUN_QUEUED_AT and alert.interval == dt.timedelta(hours=30)
+    assert alert.callback.path == f"{MigrationNotifier.__module__}.MigrationNotifier"
+    assert alert.callback.kwargs["event"] == "deadline" and alert.callback.kwargs["smtp_conn_id"] == "smtp_x"
+    assert alert.callback.kwargs["to"] == ["oncall@example.com"]
+    assert not build_migration_dag(EXAMPLE).deadline

@@ -4,11 +4,9 @@ health fails rolls the container back to v1 before rollback.sql, and the run end
 
 from __future__ import annotations
 
-import email
 import json
 import uuid
 from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,10 @@ import pytest
 from docker import APIClient
 
 from airflow_provider_expand.engine.ledger.store import Ledger
-from tests.dags.harness import copy_migration, install_dag_file, run_dag, seed_demo, states
+from tests.dags.harness import Inbox, copy_migration, install_dag_file, run_dag, seed_demo, states
 from tests.deploy.images import DOCKER_URL, AppContainer, AppImages, app_container, app_images, docker_api
 
 __all__ = ["app_container", "app_images", "docker_api"]
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages]
-
-    def body(self, subject_part: str) -> str:
-        for m in self.messages:
-            if subject_part in str(m["Subject"]):
-                parts = [p for p in m.walk() if p.get_content_type() == "text/html"]
-                return "\n".join(str(p.get_payload(decode=True), "utf-8") for p in parts)  # type: ignore[arg-type]
-        raise AssertionError(f"no mail with {subject_part!r} in {self.subjects()}")
 
 
 @pytest.fixture

@@ -5,42 +5,16 @@ Screenshots go to ``artifacts/`` (git-ignored)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.live.conftest import BROWSER, LiveAirflow
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PARAMS = {
     "Dry run": "change nothing",
     "Backfill batch size": "overriding",
     "Skip queue drain": "do not wait for active jobs",
 }
-
-
-@pytest.fixture
-def page(live_airflow: LiveAirflow) -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1400, "height": 900})
-        finally:
-            browser.close()
 
 
 def test_trigger_form_shows_the_params_and_triggers_a_run(live_airflow: LiveAirflow, page: object) -> None:

@@ -44,7 +44,7 @@ class LedgerVersionError(DefinitiveError):
 StepStatus = Literal["running", "success", "failed", "skipped"]
 
 # The ledger's own schema version; :meth:`Ledger.ensure` upgrades an older ledger in place.
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3
 
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -95,6 +95,19 @@ UPDATE {schema}.migrations m SET contract_started_at = coalesce(
         OR EXISTS (SELECT 1 FROM {schema}.steps s WHERE s.migration_id = m.id AND s.step = 'contract'));
 UPDATE {schema}.migrations m SET phase = 'contracting'
  WHERE m.phase = 'failed' AND m.contract_started_at IS NOT NULL;
+""",
+    # who decided what, and when (the contract approval's answers): engine/ledger/decisions.py
+    3: """
+CREATE TABLE IF NOT EXISTS {schema}.decisions (
+    migration_id text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    kind text NOT NULL,
+    choice text NOT NULL,
+    actor text NOT NULL,
+    detail text,
+    run_id text
+);
+CREATE INDEX IF NOT EXISTS decisions_migration ON {schema}.decisions (migration_id, at);
 """,
 }
 
@@ -219,6 +232,14 @@ class Ledger:
             )
             row = cur.fetchone()
         return MigrationRecord(**row) if row else None
+
+    def migrations(self, conn: psycopg.Connection) -> list[MigrationRecord]:
+        """Every migration the ledger knows, most recently moved first (the UI's list)."""
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT * FROM {} ORDER BY updated_at DESC, id").format(self._t("migrations"))
+            )
+            return [MigrationRecord(**r) for r in cur.fetchall()]
 
     def create(
         self, conn: psycopg.Connection, migration_id: str, *, dag_id: str | None, run_id: str | None
