@@ -103,6 +103,7 @@ class BackfillWalk:
         self._last: Key | None = None  # the checkpoint the walk holds at, for a stop during a hold
         if hold is not None:
             hold.interrupt = lambda: self.check_stop(self._last)
+            hold.on_hold = lambda why: ledger.note_hold(conn, migration_id, spec.step, part, why)
         self.swept = 0
         self.splits = 0
         self._phase_read_at = -math.inf

@@ -60,6 +60,8 @@ class Hold:
     sleep: Callable[[float], None] = time.sleep
     # called at every re-read while holding: the walk's stop check, so a rollback never waits for a hold
     interrupt: Callable[[], None] | None = None
+    # told the reason when a hold starts and None when it ends: the walk writes it into the ledger
+    on_hold: Callable[[str | None], None] | None = None
     counts: dict[str, HoldCount] = field(default_factory=dict)
     unreadable: set[str] = field(default_factory=set)
     _read_at: float = float("-inf")
@@ -99,6 +101,7 @@ class Hold:
         gate, why = over
         held_by = {gate}
         self.log.info("%s: holding: %s (max_hold %s)", self.label, why, format_seconds(self.max_hold))
+        self._tell(why)
         while True:
             held = self.clock() - started
             if held > self.max_hold:
@@ -123,12 +126,17 @@ class Hold:
                 held = self.clock() - started
                 self._count(held_by, held)
                 self.log.info("%s: holding %.1f s: %s; going on", self.label, held, why)
+                self._tell(None)
                 return held
             gate, why = again
             held_by.add(gate)
             if self.clock() - logged >= LOG_EVERY:
                 logged = self.clock()
                 self.log.info("%s: holding %.1f s: %s", self.label, logged - started, why)
+
+    def _tell(self, why: str | None) -> None:
+        if self.on_hold is not None:
+            self.on_hold(why)
 
     def _count(self, gates: set[str], seconds: float) -> None:
         for name in gates:

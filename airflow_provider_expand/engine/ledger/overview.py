@@ -17,8 +17,6 @@ from airflow_provider_expand.engine.soak import ContractWindow, soak_until
 BACKFILL_PREFIX = "backfill:"
 # the contract approval's step while a person is asked (operators/approval.py writes it)
 APPROVAL_STEP = "approval:contract"
-# a step the engine holds (a health gate over its limit) is marked with this status, its reason in ``error``
-HELD = "held"
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -96,7 +94,7 @@ def holds(steps: Sequence[StepRecord]) -> list[dict[str, Any]]:
                     "detail": "waiting for a person to approve the contract (Required Actions)",
                 }
             )
-        elif step.status == HELD:
+        elif step.status == "running" and step.error:  # a health gate holds it (Ledger.note_hold)
             found.append(
                 {
                     "kind": "health",

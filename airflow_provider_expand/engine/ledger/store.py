@@ -369,6 +369,25 @@ class Ledger:
             {"k": last_key, "n": rows_added, "bs": batch_size, "m": migration_id, "s": step, "p": part},
         )
 
+    def note_hold(
+        self, conn: psycopg.Connection, migration_id: str, step: str, part: int, reason: str | None
+    ) -> None:
+        """Say in a running step's ``error`` what health gate holds it (None: released), so any reader of the
+        ledger (the migration view, ``status``) sees the hold; between batches, in its own transaction."""
+        with conn.transaction():
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {t} SET error = %(e)s"
+                    " WHERE migration_id = %(m)s AND step = %(s)s AND part = %(p)s AND status = 'running'"
+                ).format(t=self._t("steps")),
+                {
+                    "e": None if reason is None else f"holding: {reason}",
+                    "m": migration_id,
+                    "s": step,
+                    "p": part,
+                },
+            )
+
     def finish_step(
         self,
         conn: psycopg.Connection,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -20,6 +21,11 @@ SPEC = BackfillSpec(
     where="name IS NULL AND title IS NOT NULL",
     batch_size=2_000,
     target_batch_time=dt.timedelta(milliseconds=50),
+)
+# fixed batches with a pause: at least 2.5 s for 50,000 rows however fast the machine is, so a gate that is
+# read every 0.5 s (a rate over seconds, a replica's lag) has batches left to hold
+PACED = dataclasses.replace(
+    SPEC, batch_size=1_000, target_batch_time=None, pause=dt.timedelta(milliseconds=50)
 )
 
 
@@ -96,6 +102,15 @@ def rows_done(dsn: str) -> int:
         row = conn.execute("SELECT count(*) FROM products WHERE name IS NOT NULL").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def hold_noted(dsn: str) -> list[str]:
+    """What the ledger says holds the running backfill steps (Ledger.note_hold)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT error FROM airflow_expand.steps WHERE status = 'running' AND error IS NOT NULL"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,7 +11,16 @@ import psycopg
 from psycopg import sql
 
 from airflow_provider_expand.engine.health.settings import HealthSettings
-from tests.engine.health.helpers import Backfill, Lines, eventually, make_products, rows_done, undone
+from tests.engine.health.helpers import (
+    PACED,
+    Backfill,
+    Lines,
+    eventually,
+    hold_noted,
+    make_products,
+    rows_done,
+    undone,
+)
 from tests.private_cluster import Pair
 
 MB = 1024 * 1024
@@ -33,7 +42,7 @@ def test_paused_replay_holds_the_backfill_until_replay_resumes(pair: Pair, pair_
     health = HealthSettings(max_replica_lag_bytes=2 * MB, max_hold=dt.timedelta(minutes=2))
     _replay(pair, "pause")
     try:
-        backfill = Backfill(pair_db, lines.log, health=health)
+        backfill = Backfill(pair_db, lines.log, health=health, spec=PACED)
         backfill.start()
         waited = lines.wait_for("holding: replica lag", timeout=20)
         assert waited < 10, f"the gate held only after {waited:.1f} s"
@@ -41,6 +50,8 @@ def test_paused_replay_holds_the_backfill_until_replay_resumes(pair: Pair, pair_
         time.sleep(2.0)
         assert backfill.is_alive(), backfill.error
         assert rows_done(pair_db) == held_at < 60_000  # held: no batch while replay is paused
+        noted = hold_noted(pair_db)  # the ledger says so too, for the migration view
+        assert len(noted) == 1 and noted[0].startswith("holding: replica lag"), noted
     finally:
         _replay(pair, "resume")
     backfill.join(90)
@@ -49,6 +60,7 @@ def test_paused_replay_holds_the_backfill_until_replay_resumes(pair: Pair, pair_
     assert result is not None and result.rows_done == 60_000
     assert result.holds["replica lag"]["holds"] >= 1 and result.holds["replica lag"]["seconds"] >= 2.0
     assert lines.matching("holding ") and lines.matching("; going on")
+    assert hold_noted(pair_db) == []  # released
     with psycopg.connect(pair_db, autocommit=True) as conn:
         assert undone(conn) == 0
     # ...and the replica, replaying again, ends with the same rows

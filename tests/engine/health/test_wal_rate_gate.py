@@ -8,7 +8,7 @@ import datetime as dt
 import psycopg
 
 from airflow_provider_expand.engine.health.settings import HealthSettings
-from tests.engine.health.helpers import Backfill, Lines, make_products, undone
+from tests.engine.health.helpers import PACED, Backfill, Lines, make_products, undone
 from tests.private_cluster import Pair
 
 MB = 1024 * 1024
@@ -19,7 +19,7 @@ def test_a_backfill_over_max_wal_rate_holds_and_still_finishes(pair: Pair, pair_
         make_products(conn, 40_000)
     lines = Lines("test.health.wal")
     health = HealthSettings(max_wal_rate=1 * MB, max_replica_lag_bytes=None, max_hold=dt.timedelta(minutes=1))
-    backfill = Backfill(pair_db, lines.log, health=health)
+    backfill = Backfill(pair_db, lines.log, health=health, spec=PACED)
     backfill.run()  # in this thread
     assert backfill.error is None, backfill.error
     result = backfill.result

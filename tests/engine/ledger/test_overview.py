@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from airflow_provider_expand.engine.ledger.decisions import Decisions
-from airflow_provider_expand.engine.ledger.overview import APPROVAL_STEP, HELD, migration_overview
+from airflow_provider_expand.engine.ledger.overview import APPROVAL_STEP, migration_overview
 from airflow_provider_expand.engine.ledger.store import Ledger
 from airflow_provider_expand.engine.ledger.timeline import timeline
 from airflow_provider_expand.engine.lifecycle import Event, Lifecycle
@@ -67,10 +67,7 @@ def test_holds_and_decisions_show_who_held_and_who_decided(pg_conn: psycopg.Conn
     ledger = _soaking(pg_conn)
     ledger.start_step(pg_conn, "m1", APPROVAL_STEP, 1)
     ledger.start_step(pg_conn, "m1", "backfill:products", 0, rows_total=10)
-    pg_conn.execute(
-        "UPDATE airflow_expand.steps SET status = %s, error = %s WHERE step = 'backfill:products'",
-        (HELD, "replica lag 80MB > 64MB"),
-    )
+    ledger.note_hold(pg_conn, "m1", "backfill:products", 0, "replica lag 80MB > 64MB")
     decisions = Decisions()
     decisions.record(
         pg_conn, "m1", kind="contract approval", choice="wait", actor="alice", run_id="manual__1"
@@ -82,12 +79,16 @@ def test_holds_and_decisions_show_who_held_and_who_decided(pg_conn: psycopg.Conn
 
     kinds = {h["kind"]: h for h in view["holds"]}
     assert kinds["approval"]["step"] == APPROVAL_STEP
-    assert kinds["health"]["detail"] == "replica lag 80MB > 64MB"
+    assert kinds["health"]["detail"] == "holding: replica lag 80MB > 64MB"
     assert view["decisions"][0]["actor"] == "alice" and view["decisions"][0]["choice"] == "wait"
     assert "contract approval: wait by alice" in timeline(
         "m1", record, ledger.steps(pg_conn, "m1"), decisions.list(pg_conn, "m1")
     )
     assert view["soak"] is None
+    # the release clears it: no health hold any more
+    ledger.note_hold(pg_conn, "m1", "backfill:products", 0, None)
+    released = migration_overview(record, ledger.steps(pg_conn, "m1"), decisions.list(pg_conn, "m1"))
+    assert [h["kind"] for h in released["holds"]] == ["approval"]
 
 
 def test_a_ledger_of_version_2_is_upgraded_with_the_decisions_table(pg_conn: psycopg.Connection) -> None:
