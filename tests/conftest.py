@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,13 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Airflow reads its configuration at import time: point it at a private home before anything imports it.
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="expand-airflow-home-"))
+# Once per session: a module that imports this file again (``tests.conftest``) must not point Airflow at a
+# second, unmigrated home.
+_AIRFLOW_HOME = Path(
+    os.environ.get("EXPAND_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="expand-airflow-home-")
+)
+os.environ["EXPAND_TEST_AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
-(_AIRFLOW_HOME / "dags").mkdir()
+(_AIRFLOW_HOME / "dags").mkdir(exist_ok=True)
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
@@ -35,15 +39,10 @@ from psycopg import sql  # noqa: E402
 
 from airflow_provider_expand.engine.database import Connector, connector_from_dsn  # noqa: E402
 from tests import pg_versions  # noqa: E402
+from tests.ports import free_port as _free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ENGINE_TESTS = REPO / "tests" / "engine"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

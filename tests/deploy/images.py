@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 DOCKER_URL = os.environ.get("EXPAND_TEST_DOCKER_URL", "unix:///var/run/docker.sock")
 REPOSITORY = "expandtest/app"
@@ -72,12 +73,6 @@ class AppImages:
     v1: str
     v2: str
     v3: str  # its /health/ready answers 404
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

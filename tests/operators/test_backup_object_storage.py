@@ -25,8 +25,8 @@ from airflow_provider_expand.engine.backup.store import BackupDirectoryError
 from airflow_provider_expand.hooks.backup_store import BackupLocationError
 from airflow_provider_expand.operators.backup import PgDumpOperator, PgRestoreOperator
 from airflow_provider_expand.sensors.backup import BackupFreshnessSensor
-from tests.conftest import _free_port
 from tests.dags.harness import copy_migration
+from tests.ports import free_port as _free_port
 
 CONN_ID = "expand_backups_s3"
 KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
