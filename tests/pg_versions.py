@@ -15,6 +15,7 @@ import atexit
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -162,3 +163,19 @@ class PrivateServer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def pg_dump_for(dsn: str) -> Path:
+    """The pg_dump that can read the server at ``dsn`` (the machine's is 15; the wheels bring 16 and 18)."""
+    from airflow_provider_expand.engine.backup.pg_tools import resolve_tool
+
+    return resolve_tool("pg_dump", server_major=int(server_major(dsn)))
+
+
+_NAMED_NOT_NULL = re.compile(r"CONSTRAINT \S+ NOT NULL")
+
+
+def unnamed_not_null(dump_text: str) -> str:
+    """A schema dump with 18's NOT NULL constraint names dropped: 18 catalogs NOT NULL as named constraints,
+    and a column renamed into place keeps its copy's constraint name, a difference 15 and 16 cannot show."""
+    return _NAMED_NOT_NULL.sub("NOT NULL", dump_text)

@@ -184,6 +184,7 @@ SELECT k.conrelid AS oid, k.conname, k.contype::text AS type, k.convalidated AS 
                  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n), '{}') AS columns
 FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
 WHERE n.nspname = %s AND k.conrelid <> 0
+  AND k.contype IN ('p', 'u', 'c', 'f', 'x')  -- 18 catalogs NOT NULL too ('n'): the columns model it
 ORDER BY k.conrelid, k.conname
 """
 _INDEXES = """

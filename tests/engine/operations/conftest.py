@@ -29,6 +29,7 @@ from airflow_provider_expand.engine.operations.base import PlanContext
 from airflow_provider_expand.engine.operations.phases import migration_plan, run_operations_phase
 from airflow_provider_expand.engine.operations.plan import MigrationPlan
 from airflow_provider_expand.spec.operations import parse_operations
+from tests.pg_versions import pg_dump_for, unnamed_not_null
 
 LOG = logging.getLogger("tests.operations")
 POLICY = DDLPolicy(
@@ -70,7 +71,7 @@ def dump_schema(dsn: str) -> str:
     """``pg_dump -s -n public`` without the lines that differ between two databases of the same schema,
     its statements sorted (pg_dump orders some objects by OID, i.e. by creation order)."""
     out = subprocess.run(
-        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "-n", "public", "-d", dsn],
+        [str(pg_dump_for(dsn)), "--schema-only", "--no-owner", "--no-privileges", "-n", "public", "-d", dsn],
         check=True,
         capture_output=True,
         text=True,
@@ -82,7 +83,7 @@ def dump_schema(dsn: str) -> str:
         and not line.startswith("--")
         and not re.match(r"^(SET|SELECT pg_catalog|\\restrict|\\unrestrict)", line)
     ]
-    statements = "\n".join(lines).split(";\n")
+    statements = unnamed_not_null("\n".join(lines)).split(";\n")
     return ";\n".join(sorted(s.strip() for s in statements))
 
 

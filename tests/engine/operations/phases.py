@@ -27,6 +27,7 @@ from airflow_provider_expand.engine.operations.plan import Group, MigrationPlan
 from airflow_provider_expand.engine.operations.planner import build_operations, plan_migration
 from airflow_provider_expand.engine.operations.schema import read_schema
 from airflow_provider_expand.spec.operations import parse_operations
+from tests.pg_versions import pg_dump_for, unnamed_not_null
 
 LOG = logging.getLogger("tests.operations")
 
@@ -91,7 +92,7 @@ def dump(dsn: str, *schemas: str) -> str:
 
     Without ``schemas``: every schema but the ledger's (the engines create it on first use)."""
     only = [f"--schema={s}" for s in schemas] or ["--exclude-schema=airflow_expand"]
-    args = ["pg_dump", "-s", "--no-owner", "--no-privileges", *only, dsn]
+    args = [str(pg_dump_for(dsn)), "-s", "--no-owner", "--no-privileges", *only, dsn]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     keep = [
         line
@@ -102,7 +103,7 @@ def dump(dsn: str, *schemas: str) -> str:
         and "set_config" not in line
         and not line.startswith("\\")
     ]
-    return "\n".join(keep)
+    return unnamed_not_null("\n".join(keep))
 
 
 @contextmanager
