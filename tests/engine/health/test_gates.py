@@ -131,9 +131,10 @@ def test_the_background_vacuum_keeps_the_table_from_doubling(
     )
     assert result.hot_ratio is not None and 0 <= result.hot_ratio < 0.5
     (line,) = lines.matching("the table grew")
-    assert f"{result.growth:.2f}x" in line and "VACUUM(s)" in line and "HOT of 150,000 row updates" in line, (
-        line
-    )
+    logged = float(line.split("the table grew ", 1)[1].split("x", 1)[0])
+    # the line rounds the exact ratio to 2 places, the result keeps 3: 1.4449 logs 1.44, the result 1.445
+    assert abs(logged - result.growth) <= 0.006, (line, result.growth)
+    assert "VACUUM(s)" in line and "HOT of 150,000 row updates" in line, line
     lines.close()
 
 
