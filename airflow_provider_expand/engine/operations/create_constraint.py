@@ -17,12 +17,13 @@ from pydantic import Field, field_validator, model_validator
 from airflow_provider_expand.engine.operations import errors
 from airflow_provider_expand.engine.operations.base import Fields, Operation
 from airflow_provider_expand.engine.operations.duplicate import Added, Duplication, Shape
+from airflow_provider_expand.engine.operations.duplicated import DuplicatedColumns
 from airflow_provider_expand.engine.operations.fields import (
     IndexParameters,
     TableForeignKeyReference,
     check_expression,
 )
-from airflow_provider_expand.engine.operations.plan import Backfill, Group, IndexBuild, ident
+from airflow_provider_expand.engine.operations.plan import ident
 from airflow_provider_expand.engine.operations.schema import Schema
 
 
@@ -80,10 +81,9 @@ def per_column_fields(
             )
 
 
-class CreateConstraint(Operation[CreateConstraintFields]):
+class CreateConstraint(DuplicatedColumns[CreateConstraintFields]):
     name = "create_constraint"
     fields_model = CreateConstraintFields
-    duplication: Duplication | None = None
 
     def check(self, schema: Schema) -> None:
         f = self.fields
@@ -148,25 +148,6 @@ class CreateConstraint(Operation[CreateConstraintFields]):
         if ref.on_update != "NO ACTION":
             text += f" ON UPDATE {ref.on_update}"
         return text
-
-    def _plan(self) -> Duplication:
-        assert self.duplication is not None, "validate() first"
-        return self.duplication
-
-    def expand(self) -> Sequence[Group]:
-        return self._plan().expand()
-
-    def backfills(self) -> Sequence[Backfill]:
-        return self._plan().backfills()
-
-    def indexes(self) -> Sequence[IndexBuild]:
-        return self._plan().indexes()
-
-    def contract(self) -> Sequence[Group]:
-        return self._plan().contract()
-
-    def rollback(self) -> Sequence[Group]:
-        return self._plan().rollback()
 
     def tables(self) -> tuple[str, ...]:
         ref = self.fields.references

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pydantic import Field, field_validator
 
 from airflow_provider_expand.engine.operations import errors
-from airflow_provider_expand.engine.operations.base import Fields, Operation
+from airflow_provider_expand.engine.operations.base import Fields
 from airflow_provider_expand.engine.operations.create_constraint import check_per_column, per_column_fields
 from airflow_provider_expand.engine.operations.duplicate import Duplication, Shape
-from airflow_provider_expand.engine.operations.plan import Backfill, Group, IndexBuild
+from airflow_provider_expand.engine.operations.duplicated import DuplicatedColumns
 from airflow_provider_expand.engine.operations.schema import Constraint, Schema, Table
 
 _DROPPABLE = {"c": "CHECK", "f": "FOREIGN KEY", "u": "UNIQUE"}
@@ -35,10 +35,8 @@ class DropMultiColumnConstraintFields(Fields):
         return value
 
 
-class DroppingConstraint(Operation[Fields]):
+class DroppingConstraint(DuplicatedColumns[Fields]):
     """What both drop operations share: find the constraint, copy its columns without it."""
-
-    duplication: Duplication | None = None
 
     def find(self, schema: Schema) -> tuple[Table, Constraint, list[str]]:
         name, table_name = self.fields.name, self.fields.table  # type: ignore[attr-defined]
@@ -66,25 +64,6 @@ class DroppingConstraint(Operation[Fields]):
     def plan_drop(self, schema: Schema, table: Table, con: Constraint, shapes: Sequence[Shape]) -> None:
         self.duplication = Duplication(self)
         self.duplication.resolve(schema, table.name, shapes, dropped=frozenset({con.name}))
-
-    def _plan(self) -> Duplication:
-        assert self.duplication is not None, "validate() first"
-        return self.duplication
-
-    def expand(self) -> Sequence[Group]:
-        return self._plan().expand()
-
-    def backfills(self) -> Sequence[Backfill]:
-        return self._plan().backfills()
-
-    def indexes(self) -> Sequence[IndexBuild]:
-        return self._plan().indexes()
-
-    def contract(self) -> Sequence[Group]:
-        return self._plan().contract()
-
-    def rollback(self) -> Sequence[Group]:
-        return self._plan().rollback()
 
     def tables(self) -> tuple[str, ...]:
         return (self.fields.table,)  # type: ignore[attr-defined]
