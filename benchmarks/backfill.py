@@ -12,7 +12,9 @@ products (columns named as in the runbook's 'Pasul 5', so its DO block runs exac
 every variant and repetition clones a fresh database from it (``CREATE DATABASE ... TEMPLATE``: the same
 starting state, byte for byte), runs the variant while a writer thread updates single random rows, checks
 the result and prints markdown tables of medians: time, the writer's p99 and max, the table's growth
-(without and with its indexes), WAL written and the HOT share of the row updates.
+(without and with its indexes), its bloat (its size over the size of the same rows packed by a
+``VACUUM FULL`` afterwards: what a filled column must add, since every row gets longer, is not bloat), WAL
+written and the HOT share of the row updates.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class Variant:
     statements: list[int] = field(default_factory=list)
     growth: list[float] = field(default_factory=list)
     growth_all: list[float] = field(default_factory=list)  # with the indexes
+    packed: list[float] = field(
+        default_factory=list
+    )  # the same rows after a VACUUM FULL, over the size before
     wal: list[int] = field(default_factory=list)
     hot: list[float] = field(default_factory=list)
     held: list[float] = field(default_factory=list)
@@ -217,6 +222,16 @@ def _table_state(dsn: str) -> tuple[tuple[int, int], int, int, int]:
     return (int(row[0]), int(row[1])), int(row[2]), int(row[3]), int(row[4])
 
 
+def _packed_size(dsn: str) -> int:
+    """products' size once its rows are packed again (``VACUUM FULL``): the floor any way of filling the
+    column leaves, since the column makes every row longer; read after everything else was measured."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM FULL products")
+        row = conn.execute("SELECT pg_table_size('products')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _checkpoint(admin: psycopg.Connection) -> None:
     """Start each variant with no dirty pages pending, so a checkpoint does not land on one of them."""
     with contextlib.suppress(psycopg.Error):
@@ -258,13 +273,14 @@ def _measure(
         variant.statements.append(len(lat))
         variant.growth.append(size_after[0] / size_before[0])
         variant.growth_all.append(size_after[1] / size_before[1])
+        variant.packed.append(_packed_size(run_dsn) / size_before[0])
         variant.wal.append(lsn_after - lsn_before)
         variant.hot.append((hot_after - hot_before) / max(upd_after - upd_before, 1))
         variant.held.append(sum(r.held_seconds for r in variant.results[results_before:]))
         print(
             f"  {variant.name}: {seconds:.2f} s, {rows / seconds:,.0f} rows/s, writer p99 "
             f"{variant.p99[-1] * 1000:.1f} ms, max {variant.worst[-1] * 1000:.1f} ms ({len(lat)} statements), "
-            f"growth {variant.growth[-1]:.2f}x ({variant.growth_all[-1]:.2f}x), WAL {variant.wal[-1] / 2**20:.0f} MB, HOT {variant.hot[-1]:.0%}, "
+            f"growth {variant.growth[-1]:.2f}x ({variant.growth_all[-1]:.2f}x; packed {variant.packed[-1]:.2f}x), WAL {variant.wal[-1] / 2**20:.0f} MB, HOT {variant.hot[-1]:.0%}, "
             f"held {variant.held[-1]:.1f} s",
             file=sys.stderr,
             flush=True,
@@ -279,8 +295,9 @@ def _table(variants: list[Variant], rows: int) -> str:
     plain = variants[0]
     lines = [
         "| variant | settings | time (s) | vs plain UPDATE | per repetition | writer p99 (ms) | writer max (ms) "
-        "| writer max, worst run (ms) | growth | with indexes | WAL (MB) | WAL vs plain | WAL bytes/row | HOT | held (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| writer max, worst run (ms) | growth | with indexes | packed | bloat | WAL (MB) | WAL vs plain | WAL bytes/row "
+        "| HOT | held (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     med = statistics.median
     for v in variants:
@@ -289,7 +306,8 @@ def _table(variants: list[Variant], rows: int) -> str:
         lines.append(
             f"| {v.name} | {v.settings} | {seconds:.2f} | {med(plain.seconds) / seconds:.2f}x | "
             f"{min(ratios):.2f}-{max(ratios):.2f}x | {med(v.p99) * 1000:.1f} | {med(v.worst) * 1000:.1f} | "
-            f"{max(v.worst) * 1000:.1f} | {med(v.growth):.2f}x | {med(v.growth_all):.2f}x | {med(v.wal) / 2**20:.0f} | "
+            f"{max(v.worst) * 1000:.1f} | {med(v.growth):.2f}x | {med(v.growth_all):.2f}x | {med(v.packed):.2f}x | "
+            f"{med(g / p for g, p in zip(v.growth, v.packed, strict=True)):.2f}x | {med(v.wal) / 2**20:.0f} | "
             f"{med(v.wal) / med(plain.wal):.2f}x | {med(v.wal) / rows:.0f} | {med(v.hot):.0%} | {med(v.held):.1f} |"
         )
     return "\n".join(lines)

@@ -37,6 +37,11 @@ _CONFLICTS = (
 ROW_ERROR_CLASSES = ("22", "23", "P0", "2F", "38", "39", "44")
 
 
+class BatchRowsLocked(Exception):
+    """A batch run with a short ``lock_wait`` waited that long on a lock (the app holding one of its rows,
+    most likely) and was rolled back: the walk runs the window again, skipping locked rows."""
+
+
 class BatchSplit(Exception):
     """A batch that was rolled back and must be retried as its two halves. Never escapes the walk."""
 
@@ -96,18 +101,22 @@ class BatchRunner:
         lock_timeout = min(LOCK_TIMEOUT_CAP, statement_timeout / 2)
         self._settings = (_ms(statement_timeout), _ms(lock_timeout))
 
-    def run(self, what: str, work: Callable[..., _T], *args: Any) -> _T:
+    def run(
+        self, what: str, work: Callable[..., _T], *args: Any, lock_wait: dt.timedelta | None = None
+    ) -> _T:
         """One transaction of ``work``; raises :class:`BatchTimedOut` if it hit the statement timeout.
 
-        ``what`` names the batch (table, keys) in the error of a failure.
+        ``what`` names the batch (table, keys) in the error of a failure. With ``lock_wait``, any lock wait
+        longer than that raises :class:`BatchRowsLocked` at once instead of being retried.
         """
+        settings = self._settings if lock_wait is None else (self._settings[0], _ms(lock_wait))
         for attempt in range(CONFLICT_RETRIES + 1):
             started = time.monotonic()
             try:
                 with self.conn.transaction(), self.conn.cursor() as cur:
                     cur.execute(
                         "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                        self._settings,
+                        settings,
                     )
                     return work(cur, *args)
             except psycopg.errors.QueryCanceled as exc:
@@ -116,6 +125,8 @@ class BatchRunner:
                     raise BatchTimedOut(seconds) from exc
                 raise database_error(exc, what) from exc
             except _CONFLICTS as exc:
+                if lock_wait is not None and not isinstance(exc, psycopg.errors.SerializationFailure):
+                    raise BatchRowsLocked(str(exc)) from exc
                 if attempt == CONFLICT_RETRIES:
                     raise database_error(exc, f"{what}, tried {attempt + 1} times") from exc
                 delay = 0.2 * 2**attempt

@@ -84,6 +84,7 @@ class BackfillResult:
     estimate_method: str
     would_change: int | None = None
     splits: int = 0  # batches split in half after hitting their statement_timeout
+    locking_windows: int = 0  # windows that locked their rows first (SKIP LOCKED): the app held one nearby
     # health (engine/health): per gate how often and how long it held; batches app sessions waited on
     holds: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     held_seconds: float = 0.0
@@ -219,6 +220,7 @@ def run_backfill(
         rows_estimated=remaining.rows,
         estimate_method=remaining.method,
         splits=run.splits,
+        locking_windows=run.locking_windows,
         **summary,
     )
 

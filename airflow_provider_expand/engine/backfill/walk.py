@@ -2,10 +2,12 @@
 
 Each window is one statement in one transaction: its end is the ``n``-th key after the checkpoint (an
 ``OFFSET`` on the key index, so a window costs the same whether many or few of its rows match ``where``);
-the rows of the window that match are locked ``FOR NO KEY UPDATE SKIP LOCKED`` (the lock an UPDATE of
-non-key columns takes anyway; ``FOR UPDATE`` would also block foreign-key checks of inserts referencing
-these rows), updated, and the checkpoint moves to the window's end in the same transaction. It advances
-by the window scanned, not by the rows updated, so a window with nothing to do still moves on. Rows
+the rows of the window that match are updated, and the checkpoint moves to the window's end in the same
+transaction. It advances by the window scanned, not by the rows updated, so a window with nothing to do
+still moves on. A window's UPDATE may wait at most ``ROW_LOCK_WAIT`` for a row the application holds;
+past that it is rolled back and run again locking its rows ``FOR NO KEY UPDATE SKIP LOCKED`` (the lock an
+UPDATE of non-key columns takes anyway), as are the next ``LOCKING_WINDOWS`` windows, so a batch never
+waits long on the application, and the application waits on a batch at most that much longer. Rows
 skipped because the application held them are caught by the sweep, which ends only when a read finds no
 matching row, and gives up clearly when matching rows keep appearing.
 
@@ -19,6 +21,7 @@ and checkpoint committed, once a rollback has begun.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import math
@@ -31,6 +34,7 @@ from psycopg import sql
 
 from airflow_provider_expand.engine.backfill.batch import (
     BatchRowFailed,
+    BatchRowsLocked,
     BatchRunner,
     BatchSplit,
     BatchTimedOut,
@@ -52,6 +56,10 @@ from airflow_provider_expand.engine.health.bloat import Vacuumer
 from airflow_provider_expand.engine.health.hold import Hold
 from airflow_provider_expand.engine.ledger.store import Ledger
 
+# Below deadlock_timeout (1 s by default), so a batch and an app transaction waiting on each other never
+# deadlock: the batch gives up first. A row lock an OLTP write holds is released well within it.
+ROW_LOCK_WAIT = dt.timedelta(milliseconds=20)
+LOCKING_WINDOWS = 10  # after a window waited on a lock, this many lock first (the app is busy there)
 SWEEP_FIND_LIMIT = 10_000  # matching keys read per sweep round
 SWEEP_CHUNK = 1_000  # of which this many are fixed per sweep transaction
 SWEEP_WAIT = 0.05  # seconds before a sweep round looks again at rows it found locked, doubled per stall
@@ -106,6 +114,8 @@ class BackfillWalk:
             hold.on_hold = lambda why: ledger.note_hold(conn, migration_id, spec.step, part, why)
         self.swept = 0
         self.splits = 0
+        self.locking_windows = 0  # windows run locking first, because a window waited on a row lock
+        self._lock_first = 0
         self._phase_read_at = -math.inf
 
     def check_stop(self, last: Key | None) -> None:
@@ -259,7 +269,11 @@ class BackfillWalk:
             upper = self._last_key()
             if upper is None:
                 return last
-        statements = {has: batch_sql(self.target, has) for has in (False, True)}
+        statements = {
+            (has, locking): batch_sql(self.target, has, skip_locked=locking)
+            for has in (False, True)
+            for locking in (False, True)
+        }
         # A timed-out window is done as its two halves (each split again if it times out too), in order,
         # before the sizer picks window sizes again: only the slow stretch is walked in small windows.
         pending: list[int] = []
@@ -269,12 +283,8 @@ class BackfillWalk:
             params = {**self.target.bind("lower", last), **self.target.bind("upper", upper), "skip": size - 1}
             started = time.monotonic()
             try:
-                upto, updated = self.batches.run(
-                    self._what(size, self._after(last)),
-                    self._batch,
-                    statements[last is not None],
-                    params,
-                    upper,
+                upto, updated = self._window(
+                    self._what(size, self._after(last)), statements, last, params, upper
                 )
             except BatchSplit as failed:
                 one_key = functools.partial(self._next_key, last, upper)
@@ -291,6 +301,35 @@ class BackfillWalk:
             if upto is None:  # that window ran to the end of the range
                 return upper
             last = upto
+
+    def _window(
+        self,
+        what: str,
+        statements: dict[tuple[bool, bool], sql.Composed],
+        last: Key | None,
+        params: dict[str, Any],
+        upper: Key,
+    ) -> tuple[Key | None, int]:
+        """One window: the plain UPDATE under ``ROW_LOCK_WAIT``; if it waited that long on a lock, the
+        window again skipping locked rows, and so the next ``LOCKING_WINDOWS`` windows."""
+        has_lower = last is not None
+        if not self._lock_first:
+            try:
+                return self.batches.run(
+                    what, self._batch, statements[has_lower, False], params, upper, lock_wait=ROW_LOCK_WAIT
+                )
+            except BatchRowsLocked as locked:
+                self.log.info(
+                    "%s waited %s on a lock (%s): again skipping locked rows, and so the next %d windows",
+                    what,
+                    f"{ROW_LOCK_WAIT.total_seconds() * 1000:.0f} ms",
+                    locked,
+                    LOCKING_WINDOWS,
+                )
+                self._lock_first = LOCKING_WINDOWS + 1
+        self._lock_first -= 1
+        self.locking_windows += 1
+        return self.batches.run(what, self._batch, statements[has_lower, True], params, upper)
 
     def _fix_keys(self, keys: list[Key], last: Key | None) -> int:
         """Sweep ``keys`` in one transaction, or in halves (recursively) when that fails on a row or hits

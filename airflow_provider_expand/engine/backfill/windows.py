@@ -1,9 +1,13 @@
 """The SQL of one backfill window and of one sweep fix, for a key of any number of columns.
 
 A window is a row comparison on the key (``(a, b) > (%(lower_0)s, %(lower_1)s)``) that ends at the
-``n``-th key (an ``OFFSET`` on the key's index); its rows that match ``where`` are locked
-``FOR NO KEY UPDATE SKIP LOCKED`` and updated in the same statement, which returns what the walk
-checkpoints. Composed with ``psycopg.sql`` only: identifiers quoted, values bound.
+``n``-th key (an ``OFFSET`` on the key's index); its rows that match ``where`` are updated by one
+statement, which returns what the walk checkpoints. It comes in two forms: the plain ``UPDATE`` of the
+window (the fast one, run under a short ``lock_timeout``), and the one that first locks the window's rows
+``FOR NO KEY UPDATE SKIP LOCKED`` and updates what it could lock (for a window where the application
+holds a row: it never waits, and the sweep gets the skipped rows later). Locking first costs about 30%
+more per row (a second visit of each row and one more WAL record; docs/benchmarks.md), so it is the
+fallback, not the rule. Composed with ``psycopg.sql`` only: identifiers quoted, values bound.
 """
 
 from __future__ import annotations
@@ -28,12 +32,11 @@ def _row_refs(target: Target) -> tuple[sql.Composable, sql.Composable]:
     )
 
 
-def batch_sql(target: Target, has_lower: bool) -> sql.Composed:
-    """One batch: the window ends at the ``n``-th key (or at ``upper``); lock its matching rows, skipping
-    locked ones, and update them. Returns (the n-th key's text forms, or NULL for the range's last window;
-    rows updated; a key that still matches ``where`` after the update, or NULL)."""
+def batch_sql(target: Target, has_lower: bool, *, skip_locked: bool) -> sql.Composed:
+    """One batch: the window ends at the ``n``-th key (or at ``upper``); update its matching rows (with
+    ``skip_locked``, those it can lock without waiting). Returns (the n-th key's text forms, or NULL for the
+    range's last window; rows updated; a key that still matches ``where`` after the update, or NULL)."""
     k, t = target.row(), target.table
-    select_ref, match_ref = _row_refs(target)
     lower = sql.SQL("{} > {}").format(k, target.placeholders("lower")) if has_lower else sql.SQL("true")
     upto = sql.SQL("({})").format(
         sql.SQL(", ").join(
@@ -44,14 +47,20 @@ def batch_sql(target: Target, has_lower: bool) -> sql.Composed:
         )
     )
     window = sql.SQL("{lower} AND {k} <= {upto}").format(lower=lower, k=k, upto=upto)
-    if not target.by_ctid:
-        match_ref = sql.SQL("{} AND {}").format(window, match_ref)
+    locked: sql.Composable = sql.SQL("")
+    match_ref: sql.Composable = sql.SQL("{} AND ({})").format(window, target.where_sql)
+    if skip_locked:
+        select_ref, match_ref = _row_refs(target)
+        if not target.by_ctid:
+            match_ref = sql.SQL("{} AND {}").format(window, match_ref)
+        locked = sql.SQL(
+            ", _expand_batch AS ("
+            " SELECT {select_ref} FROM {t} WHERE {window} AND ({w}) FOR NO KEY UPDATE SKIP LOCKED)"
+        ).format(select_ref=select_ref, t=t, window=window, w=target.where_sql)
     return sql.SQL(
         "WITH _expand_bound AS ("
         " SELECT {aliased} FROM {t} WHERE {lower} AND {k} <= {upper} ORDER BY {order} OFFSET %(skip)s LIMIT 1"
-        "), _expand_batch AS ("
-        " SELECT {select_ref} FROM {t} WHERE {window} AND ({w}) FOR NO KEY UPDATE SKIP LOCKED"
-        "), _expand_done AS ("
+        "){locked}, _expand_done AS ("
         " UPDATE {t} SET {set} WHERE {match_ref}"
         " RETURNING CASE WHEN coalesce(({w}), false) THEN ARRAY[{texts}] END AS unfinished"
         ") SELECT (SELECT ARRAY[{bound_texts}] FROM _expand_bound), count(*), min(unfinished) FROM _expand_done"
@@ -62,8 +71,7 @@ def batch_sql(target: Target, has_lower: bool) -> sql.Composed:
         k=k,
         upper=target.placeholders("upper"),
         order=target.order(),
-        select_ref=select_ref,
-        window=window,
+        locked=locked,
         w=target.where_sql,
         set=target.set_sql,
         match_ref=match_ref,

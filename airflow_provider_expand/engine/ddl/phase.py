@@ -88,7 +88,7 @@ class PhaseResult:
 
 def run_phase(
     connect: Connector,
-    statements: Sequence[Statement],
+    statements: Sequence[Statement] | Plan,
     *,
     migration_id: str,
     step: str,
@@ -99,7 +99,6 @@ def run_phase(
     dry_run: bool = False,
     dag_id: str | None = None,
     run_id: str | None = None,
-    plan: Plan | None = None,
 ) -> PhaseResult:
     """Apply ``statements`` as step ``step`` of ``migration_id``, under the migration's advisory lock.
 
@@ -107,9 +106,10 @@ def run_phase(
     is the expand once the contract has started (forward-only). ``events`` move the migration's lifecycle
     when the phase starts and when it succeeds; their guards run before any statement. A failure is
     recorded through the lifecycle (the step failed, and ``failed`` unless forward-only or transient).
-    ``plan`` gives the groups explicitly (the declarative operations); ``statements`` is ignored then.
+    ``statements`` may also be a :class:`Plan` whose groups are given explicitly (the declarative operations
+    decide their own transaction boundaries).
     """
-    plan = plan if plan is not None else plan_phase(statements)
+    plan = statements if isinstance(statements, Plan) else plan_phase(statements)
     groups = plan.groups
     if dry_run:
         return _dry_run(connect, plan, migration_id=migration_id, step=step, ledger=ledger, log=log)

@@ -86,10 +86,9 @@ def run_plan_phase(
     for warning in findings:
         log.warning("%s", warning)  # as the DAG's lint task does: warnings are shown, errors stop the phase
     log_phase(plan, phase, log)
-    groups = plan.phase(phase)
     return run_phase(
         connect,
-        [],
+        ddl_plan(plan.phase(phase)),
         migration_id=plan.migration_id,
         step=step or phase,
         policy=policy,
@@ -99,5 +98,4 @@ def run_plan_phase(
         dry_run=dry_run,
         dag_id=dag_id,
         run_id=run_id,
-        plan=ddl_plan(groups),
     )
