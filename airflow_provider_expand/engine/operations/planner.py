@@ -59,6 +59,17 @@ def check_isolation(operations: Sequence[Operation[Any]]) -> None:
             )
 
 
+def contract_fates(operations: Sequence[Operation[Any]]) -> dict[str, str | None]:
+    """Each table the contract renames or drops, by its name before the migration -> its name after it
+    (None: dropped), the operations' renames and drops composed in order."""
+    fates: dict[str, str | None] = {}
+    for op in operations:
+        for name, after in op.contract_tables().items():
+            origin = next((k for k, v in fates.items() if v == name), name)
+            fates[origin] = after
+    return fates
+
+
 def _marker_function(ctx: PlanContext, physical: str) -> str:
     return ident(ctx.schema, f"{MARKER_TRIGGER}_{physical}"[:63])
 
