@@ -18,7 +18,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule
 from airflow_provider_expand.dag_params import DRY_RUN, PARAMS, START_DATE, TAGS, doc_md
 from airflow_provider_expand.dag_release import ReleaseSteps
 from airflow_provider_expand.engine.lifecycle import Event
-from airflow_provider_expand.engine.operations.planner import build_operations
+from airflow_provider_expand.engine.operations.planner import build_operations, contract_fates
 from airflow_provider_expand.engine.redact import redact_url
 from airflow_provider_expand.engine.statements import load_statements, relations
 from airflow_provider_expand.notifications import attach_notifiers, deadline_alert
@@ -279,6 +279,8 @@ class _MigrationDag(ReleaseSteps):
             checks=[_check(c) for c in checks],
             tables=list(dict.fromkeys(phase_tables)),
             baseline_task_id=baseline,
+            # rename_table and drop_table: the table is under its new name, or gone, after the contract
+            table_fates=contract_fates(self.operations) if after == "contract" else None,
             dry_run=DRY_RUN,
         )
 

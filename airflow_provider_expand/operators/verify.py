@@ -30,8 +30,9 @@ class VerificationFailedError(DefinitiveError):
 
 
 class VerifyOperator(ClassifiedErrors, BaseOperator):
-    """Runs the automatic checks (RLS policies unchanged since ``baseline_task_id``, no invalid index on
-    ``tables``) and the spec's ``checks``; returns the RLS state now, as the baseline of the next phase.
+    """Runs the automatic checks (RLS policies unchanged since ``baseline_task_id``, following the tables in
+    ``table_fates`` that the phase renamed or dropped; no invalid index on ``tables``) and the spec's
+    ``checks``; returns the RLS state now, as the baseline of the next phase.
     """
 
     template_fields: Sequence[str] = ("is_dry_run",)
@@ -44,6 +45,7 @@ class VerifyOperator(ClassifiedErrors, BaseOperator):
         checks: Sequence[Mapping[str, Any]] = (),
         tables: Sequence[str] = (),
         baseline_task_id: str | None = None,
+        table_fates: Mapping[str, str | None] | None = None,
         dry_run: bool | str = False,
         migration_id: str | None = None,
         ledger_schema: str = DEFAULT_SCHEMA,
@@ -59,6 +61,7 @@ class VerifyOperator(ClassifiedErrors, BaseOperator):
         self.checks = [dict(c) for c in checks]
         self.tables = list(tables)
         self.baseline_task_id = baseline_task_id
+        self.table_fates = dict(table_fates or {})  # the tables the phase renamed or dropped
         self.is_dry_run = dry_run
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -75,7 +78,7 @@ class VerifyOperator(ClassifiedErrors, BaseOperator):
         if self.baseline_task_id:
             baseline = context["ti"].xcom_pull(task_ids=self.baseline_task_id)
             if baseline:
-                results += compare_policies(SchemaSnapshot.from_json(baseline), now)
+                results += compare_policies(SchemaSnapshot.from_json(baseline), now, self.table_fates)
             else:
                 self.log.warning("no RLS baseline from %s: policy comparison skipped", self.baseline_task_id)
         results += invalid_indexes(connect, self.tables)

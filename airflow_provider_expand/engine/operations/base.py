@@ -110,6 +110,11 @@ class Operation(ABC, Generic[F]):
         """The indexes that get an ``index.<name>`` task."""
         return ()
 
+    def contract_tables(self) -> dict[str, str | None]:
+        """The tables the contract renames (name -> new name) or drops (name -> None), so the checks after
+        it look for the table under its new name, or not at all."""
+        return {}
+
     # -- helpers for the operations -------------------------------------------------------------
 
     def fail(

@@ -35,5 +35,8 @@ class DropTable(Operation[DropTableFields]):
     def tables(self) -> tuple[str, ...]:
         return (self.fields.name,)
 
+    def contract_tables(self) -> dict[str, str | None]:
+        return {self.fields.name: None}
+
 
 OPERATION = DropTable

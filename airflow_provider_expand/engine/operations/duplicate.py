@@ -434,10 +434,10 @@ class Duplication:
 
     def contract(self) -> list[Group]:
         label, qualified = self.op.label, self.op.ctx.table(self.table.physical)
-        # Old code is gone once the contract starts (and it never rolls back), so nothing needs the old
-        # columns kept in step: the triggers go first, before the long VALIDATE scans.
-        groups = [transaction(*(s for drop in self.drops for s in drop), label=label)]
-        groups += [
+        # Old code is gone once the contract starts, but new code still writes through the views until
+        # the old columns go: the down triggers keep filling them (a NOT NULL old column refused new
+        # code's inserts from the triggers' drop to the columns' drop), so both go in one transaction.
+        groups = [
             transaction(f"ALTER TABLE {qualified} VALIDATE CONSTRAINT {ident(name)}", label=label)
             for name in self.validations
         ]
@@ -456,6 +456,7 @@ class Duplication:
                 )
             )
         final = [
+            *(s for drop in self.drops for s in drop),
             *(f"ALTER TABLE {qualified} DROP COLUMN {ident(c.old.physical)}" for c in self.columns),
             *(
                 f"ALTER TABLE {qualified} ADD CONSTRAINT {ident(name)} UNIQUE USING INDEX {ident(index)}"

@@ -5,7 +5,8 @@ Around the operations' own groups the planner adds what belongs to the migration
 - expand: the operations' groups, the backfill marker of each table that needs a backfill, then the
   version schema of views built from the model as the last operation left it;
 - contract: drop the earlier migrations' version schemas and the markers, the operations' groups in order,
-  then one rename pass (every column, then every table, whose physical name differs from the new one);
+  then one rename pass (every column, then every table, whose physical name differs from the new one),
+  then the ``onComplete`` sql operations (written against the final names, as in pgroll);
 - rollback: drop this migration's version schema and the markers, then the operations' groups in
   reverse order.
 """
@@ -56,6 +57,17 @@ def check_isolation(operations: Sequence[Operation[Any]]) -> None:
                 f"changes the schema in ways the other operations, such as {other.label}, cannot be checked "
                 "against); split the migration, or set onComplete: true",
             )
+
+
+def contract_fates(operations: Sequence[Operation[Any]]) -> dict[str, str | None]:
+    """Each table the contract renames or drops, by its name before the migration -> its name after it
+    (None: dropped), the operations' renames and drops composed in order."""
+    fates: dict[str, str | None] = {}
+    for op in operations:
+        for name, after in op.contract_tables().items():
+            origin = next((k for k, v in fates.items() if v == name), name)
+            fates[origin] = after
+    return fates
 
 
 def _marker_function(ctx: PlanContext, physical: str) -> str:
@@ -158,8 +170,10 @@ def plan_migration(operations: Sequence[Operation[Any]], schema: Schema, ctx: Pl
         expand.append(create_views(model, ctx))
     contract = [drop_views(ctx, s) for s in schema.version_schemas if s != ctx.version_schema]
     contract += [marker_drop(ctx, t) for t in markers]
-    contract += [g for p in per_op for g in p.contract]
+    late = [getattr(op, "after_renames", False) for op in operations]
+    contract += [g for p, after in zip(per_op, late, strict=True) if not after for g in p.contract]
     contract += rename_pass(model, ctx)
+    contract += [g for p, after in zip(per_op, late, strict=True) if after for g in p.contract]
     rollback = [drop_views(ctx)] + [marker_drop(ctx, t) for t in markers]
     rollback += [g for p in reversed(per_op) for g in p.rollback]
     return MigrationPlan(

@@ -1,5 +1,5 @@
-"""``sql``: pgroll's escape hatch. ``up`` runs in the expand (or, with ``onComplete``, in the contract),
-``down`` in the rollback; the statements are parsed with pglast and grouped like a SQL file (each
+"""``sql``: pgroll's escape hatch. ``up`` runs in the expand (or, with ``onComplete``, at the end of the
+contract, after the renames, so it sees the final names), ``down`` in the rollback; the statements are parsed with pglast and grouped like a SQL file (each
 ``CONCURRENTLY`` statement alone, outside a transaction). As in pgroll, a ``sql`` operation without
 ``onComplete`` is the only operation of its migration: what it changes is not in the schema model, so no
 other operation could be checked against it (the version schema is read from the catalog after it ran)."""
@@ -65,6 +65,12 @@ class RawSQL(Operation[RawSQLFields]):
     @property
     def isolated(self) -> bool:
         return not self.fields.on_complete
+
+    @property
+    def after_renames(self) -> bool:
+        """``onComplete`` SQL is written against the new version's names (as pgroll runs it after the
+        operations before it completed), so the contract runs it after the rename pass."""
+        return self.fields.on_complete
 
     def check(self, schema: Schema) -> None:
         return None

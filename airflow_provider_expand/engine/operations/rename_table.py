@@ -39,5 +39,8 @@ class RenameTable(Operation[RenameTableFields]):
     def tables(self) -> tuple[str, ...]:
         return (self.fields.from_, self.fields.to)
 
+    def contract_tables(self) -> dict[str, str | None]:
+        return {self.fields.from_: self.fields.to}
+
 
 OPERATION = RenameTable

@@ -233,19 +233,29 @@ def snapshot(connect: Connector, tables: Iterable[str]) -> SchemaSnapshot:
     return SchemaSnapshot(policies=policies, rls_enabled=rls)
 
 
-def compare_policies(before: SchemaSnapshot, after: SchemaSnapshot) -> list[CheckResult]:
-    """One result per table: RLS still enabled where it was, and the same policies."""
+def compare_policies(
+    before: SchemaSnapshot, after: SchemaSnapshot, fates: Mapping[str, str | None] | None = None
+) -> list[CheckResult]:
+    """One result per table: RLS still enabled where it was, and the same policies. ``fates``: the tables
+    the phase renamed (name -> new name, compared under it) or dropped on purpose (name -> None)."""
     results: list[CheckResult] = []
+    fates = fates or {}
     for table, was_enabled in sorted(before.rls_enabled.items()):
         name = f"RLS policies intact on {table}"
-        if table not in after.rls_enabled:
-            results.append(CheckResult(name, False, f"{table} no longer exists"))
+        now = fates.get(table, table)
+        if now is None:
+            results.append(CheckResult(name, True, f"{table} was dropped by the migration"))
             continue
-        if was_enabled and not after.rls_enabled[table]:
-            results.append(CheckResult(name, False, f"row level security was disabled on {table}"))
+        if now != table:
+            name += f" (now {now})"
+        if now not in after.rls_enabled:
+            results.append(CheckResult(name, False, f"{now} no longer exists"))
+            continue
+        if was_enabled and not after.rls_enabled[now]:
+            results.append(CheckResult(name, False, f"row level security was disabled on {now}"))
             continue
         old = {p[0]: p for p in before.policies.get(table, [])}
-        new = {p[0]: p for p in after.policies.get(table, [])}
+        new = {p[0]: p for p in after.policies.get(now, [])}
         missing = sorted(set(old) - set(new))
         changed = sorted(k for k in set(old) & set(new) if list(old[k]) != list(new[k]))
         if missing or changed:

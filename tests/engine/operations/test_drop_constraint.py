@@ -11,7 +11,15 @@ import pytest
 
 from airflow_provider_expand.engine.operations import errors
 from airflow_provider_expand.engine.operations.plan import MigrationPlan
-from tests.engine.operations.phases import dump, plan, rollback_then_contract, versions, write_together
+from tests.engine.operations.phases import (
+    apply,
+    dump,
+    plan,
+    rollback_then_contract,
+    run_to_soak,
+    versions,
+    write_together,
+)
 
 SETUP = """
 CREATE TABLE users (id int PRIMARY KEY);
@@ -143,6 +151,27 @@ def test_drop_multicolumn_constraint(db: str, pg_server_dsn: str) -> None:
             "CONSTRAINT posts_slug_unique UNIQUE (slug)",
         ),
     )
+
+
+def test_new_code_writes_between_every_contract_group(pg_conn: psycopg.Connection, pg_dsn: str) -> None:
+    """The down trigger fills a NOT NULL old column until the column goes: new code's inserts failed
+    between the contract's first group (which dropped the triggers) and the drop of the old column."""
+    pg_conn.execute(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL CONSTRAINT body_length CHECK (length(body) > 3));"
+        "INSERT INTO notes VALUES (1, 'long body')"
+    )
+    down = "SELECT CASE WHEN length(body) <= 3 THEN LPAD(body, 4, '-') ELSE body END"
+    op = {"drop_constraint": {"table": "notes", "name": "body_length", "up": "body", "down": down}}
+    migration = plan(pg_dsn, "m_contract_writes", [op])
+    run_to_soak(pg_dsn, migration)
+    assert len(migration.contract) > 1
+    with versions(pg_dsn, migration) as (_, new):
+        for n, group in enumerate(migration.contract):
+            apply(pg_dsn, [group])
+            new.execute("INSERT INTO notes (id, body) VALUES (%s, 'ab')", (100 + n,))
+        assert new.execute("SELECT count(*) FROM notes WHERE body = 'ab'").fetchone() == (
+            len(migration.contract),
+        )
 
 
 def test_bad_input(db: str) -> None:

@@ -15,7 +15,7 @@ from airflow_provider_expand.engine.operations.errors import (
     OperationError,
     TableNotFoundError,
 )
-from airflow_provider_expand.engine.operations.planner import build_operations, plan_migration
+from airflow_provider_expand.engine.operations.planner import build_operations, contract_fates, plan_migration
 from airflow_provider_expand.engine.operations.schema import Column, Schema, Table
 from airflow_provider_expand.spec import SpecError, load_migration
 from airflow_provider_expand.spec.operations import parse_operations
@@ -175,3 +175,21 @@ def test_bad_operation_changes_nothing(pg_dsn: str) -> None:
         assert rows(conn, "SELECT to_regclass('airflow_expand.operation_snapshots')") == [
             (None,)
         ]  # no snapshot
+
+
+def test_contract_fates_compose_the_renames_and_drops_in_order() -> None:
+    """What the verify after the contract follows: each table by its name before the migration."""
+    ops = build_operations(
+        parse_operations(
+            [
+                {"rename_table": {"from": "a", "to": "b"}},
+                {"rename_table": {"from": "b", "to": "c"}},
+                {"drop_table": {"name": "d"}},
+                {"rename_table": {"from": "e", "to": "f"}},
+                {"drop_table": {"name": "f"}},
+                {"drop_column": {"table": "g", "column": "x", "down": "1"}},
+            ]
+        ),
+        PlanContext(migration_id="m1"),
+    )
+    assert contract_fates(ops) == {"a": "c", "d": None, "e": None}

@@ -53,3 +53,21 @@ def test_on_complete_runs_in_the_contract(pg_dsn: str, reference_dsn: str) -> No
 
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)
     _ = check_contract_matches, check_rollback_restores
+
+
+def test_on_complete_sees_the_final_names(pg_dsn: str, reference_dsn: str) -> None:
+    """As in pgroll, onComplete SQL after a rename and a column copy names the table and column as the new
+    code does: the contract runs it after the rename pass (it failed on the physical names before)."""
+    ops = """
+- rename_table: {from: people, to: persons}
+- drop_constraint: {table: persons, name: name_length, down: "name || '--'"}
+- sql: {up: "COMMENT ON COLUMN persons.name IS 'no length check'", onComplete: true}
+"""
+    before = "CREATE TABLE people (id bigserial PRIMARY KEY, name text CONSTRAINT name_length CHECK (length(name) > 1));"
+    after = """
+CREATE TABLE persons (id bigserial PRIMARY KEY, name text);
+ALTER INDEX persons_pkey RENAME TO people_pkey;
+ALTER SEQUENCE persons_id_seq RENAME TO people_id_seq;
+COMMENT ON COLUMN persons.name IS 'no length check';
+"""
+    check_contract_matches(pg_dsn, reference_dsn, before, ops, after)

@@ -113,6 +113,28 @@ def test_http_status(health_url: str, pg_connect: Connector) -> None:
     assert not unreachable.ok and "failed" in unreachable.detail
 
 
+def test_policies_follow_a_table_renamed_or_dropped_on_purpose(
+    shop: psycopg.Connection, pg_connect: Connector
+) -> None:
+    """rename_table and drop_table: after the contract the table has its new name, or is gone on purpose
+    (the check reported both as "no longer exists" before)."""
+    shop.execute("CREATE TABLE legacy (id int)")
+    before = snapshot(pg_connect, ["products", "legacy"])
+    shop.execute("ALTER TABLE products RENAME TO items")
+    shop.execute("DROP TABLE legacy")
+    after = snapshot(pg_connect, ["products", "items", "legacy"])
+    unfollowed = compare_policies(before, after)
+    assert [r.ok for r in unfollowed] == [False, False], unfollowed
+    followed = compare_policies(before, after, {"products": "items", "legacy": None})
+    assert [(r.name, r.ok) for r in followed] == [
+        ("RLS policies intact on legacy", True),
+        ("RLS policies intact on products (now items)", True),
+    ], followed
+    shop.execute("ALTER POLICY tenant ON items USING (true)")  # a change under the new name still fails
+    changed = compare_policies(before, snapshot(pg_connect, ["items"]), {"products": "items", "legacy": None})
+    assert [r.ok for r in changed] == [True, False] and "changed: tenant" in changed[1].detail
+
+
 def test_policies_and_invalid_indexes(shop: psycopg.Connection, pg_connect: Connector) -> None:
     before = snapshot(pg_connect, ["products", "public.missing"])
     assert list(before.policies) == ["products"]
