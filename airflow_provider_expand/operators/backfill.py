@@ -51,7 +51,8 @@ def _duration(value: object, field: str) -> timedelta:
 
 
 class BatchBackfillOperator(ClassifiedErrors, BaseOperator):
-    """Run ``UPDATE <table> SET <set> WHERE <where>`` in short ``SKIP LOCKED`` batches, resumably.
+    """Run ``UPDATE <table> SET <set> WHERE <where>`` in short batches (``SKIP LOCKED`` where the app holds
+    rows), resumably.
 
     ``batch_size`` and ``dry_run`` are templated (the DAG's trigger params); strings such as ``"500"``
     or ``"False"`` are accepted too. ``dry_run`` is stored as ``is_dry_run`` because

@@ -1,6 +1,6 @@
 """Faults injected into a running backfill: a ``set`` that raises, batches that hit their statement_timeout,
 a row too slow to update at all, a table lock held past the retries, the partition still held by another
-session, and the backfill's connection terminated mid-run (then resumed)."""
+session, the backfill's connection terminated mid-run (then resumed), and rows the app holds locked."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from airflow_provider_expand.engine.backfill import run as backfill
+from airflow_provider_expand.engine.backfill import walk
 from airflow_provider_expand.engine.backfill.run import (
     BackfillBusyError,
     BackfillRowError,
@@ -352,3 +353,48 @@ def test_a_person_cancelling_a_batch_is_definitive_not_a_split(
     step = Ledger().step(pg_conn, "m", "backfill:products")
     assert step is not None and step.status == "failed" and step.last_key == "1000"
     _assert_consistent(pg_conn, step.last_key, step.rows_done)
+
+
+def test_a_window_that_waits_on_an_app_row_lock_is_run_again_skipping_locked_rows(
+    pg_conn: psycopg.Connection, pg_dsn: str, pg_connect: Connector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app holds rows 501-510 through the main pass: the window's plain UPDATE waits ROW_LOCK_WAIT on
+    them, is rolled back and run again with SKIP LOCKED (so the next few); the sweep does them once free."""
+    to_do = _products(pg_conn, 5_000)
+    blocker = psycopg.connect(pg_dsn)
+    blocker.execute("SELECT 1 FROM products WHERE id BETWEEN 501 AND 510 FOR UPDATE")
+    ledger = Ledger()
+
+    def release_when_passed() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
+                    step = ledger.step(watcher, "m", "backfill:products")
+                    if step is not None and step.rows_done >= 3_000:
+                        break
+                time.sleep(0.01)
+        blocker.rollback()
+
+    releaser = threading.Thread(target=release_when_passed, daemon=True)
+    releaser.start()
+    spec = dataclasses.replace(SPEC, batch_size=500, pause=dt.timedelta(milliseconds=20))
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    try:
+        result = run_backfill(pg_connect, spec, migration_id="m", log=LOG)
+    finally:
+        releaser.join(10)
+        blocker.close()
+    assert result.rows_done == to_do and result.rows_swept == 10, result
+    assert 1 <= result.locking_windows <= walk.LOCKING_WINDOWS + 1, result
+    waited = [r.getMessage() for r in caplog.records if "on a lock" in r.getMessage()]
+    assert len(waited) == 1 and "waited 20 ms" in waited[0] and "after key 500" in waited[0], waited
+    assert _count(pg_conn, "SELECT count(*) FROM products WHERE name IS DISTINCT FROM title") == 0
+
+
+def test_with_no_row_locked_every_window_is_the_plain_update(
+    pg_conn: psycopg.Connection, pg_connect: Connector
+) -> None:
+    to_do = _products(pg_conn, 5_000)
+    result = run_backfill(pg_connect, dataclasses.replace(SPEC, batch_size=500), migration_id="m", log=LOG)
+    assert result.rows_done == to_do and result.locking_windows == 0 and result.rows_swept == 0, result
