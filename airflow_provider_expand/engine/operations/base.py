@@ -115,6 +115,16 @@ class Operation(ABC, Generic[F]):
         it look for the table under its new name, or not at all."""
         return {}
 
+    @property
+    def isolated(self) -> bool:
+        """Whether it must be its migration's only operation (what it changes is not in the schema model)."""
+        return False
+
+    @property
+    def after_renames(self) -> bool:
+        """Whether its contract runs after the rename pass, against the final names."""
+        return False
+
     # -- helpers for the operations -------------------------------------------------------------
 
     def fail(

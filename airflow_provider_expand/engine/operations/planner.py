@@ -48,7 +48,7 @@ def check_isolation(operations: Sequence[Operation[Any]]) -> None:
     if len(operations) < 2:
         return
     for op in operations:
-        if getattr(op, "isolated", False):
+        if op.isolated:
             other = next(o for o in operations if o is not op)
             raise op.fail(
                 errors.ConflictError,
@@ -161,7 +161,7 @@ def plan_migration(operations: Sequence[Operation[Any]], schema: Schema, ctx: Pl
     )
     backfills = _merge_backfills([b for p in per_op for b in p.backfills])
     markers = [b.physical for b in backfills]
-    isolated = any(getattr(op, "isolated", False) for op in operations)
+    isolated = any(op.isolated for op in operations)
     # the markers after the operations' groups: a row the old code writes before its up trigger exists must
     # not be marked done (it would never be backfilled); rows written after the trigger are filled by it,
     # and marking them again only makes the backfill compute the same value
@@ -170,7 +170,7 @@ def plan_migration(operations: Sequence[Operation[Any]], schema: Schema, ctx: Pl
         expand.append(create_views(model, ctx))
     contract = [drop_views(ctx, s) for s in schema.version_schemas if s != ctx.version_schema]
     contract += [marker_drop(ctx, t) for t in markers]
-    late = [getattr(op, "after_renames", False) for op in operations]
+    late = [op.after_renames for op in operations]
     contract += [g for p, after in zip(per_op, late, strict=True) if not after for g in p.contract]
     contract += rename_pass(model, ctx)
     contract += [g for p, after in zip(per_op, late, strict=True) if after for g in p.contract]

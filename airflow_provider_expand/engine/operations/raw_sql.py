@@ -1,8 +1,9 @@
 """``sql``: pgroll's escape hatch. ``up`` runs in the expand (or, with ``onComplete``, at the end of the
-contract, after the renames, so it sees the final names), ``down`` in the rollback; the statements are parsed with pglast and grouped like a SQL file (each
-``CONCURRENTLY`` statement alone, outside a transaction). As in pgroll, a ``sql`` operation without
-``onComplete`` is the only operation of its migration: what it changes is not in the schema model, so no
-other operation could be checked against it (the version schema is read from the catalog after it ran)."""
+contract, after the renames, so it sees the final names), ``down`` in the rollback; the statements are
+parsed with pglast and grouped like a SQL file (each ``CONCURRENTLY`` statement alone, outside a
+transaction). As in pgroll, a ``sql`` operation without ``onComplete`` is the only operation of its
+migration: what it changes is not in the schema model, so no other operation could be checked against it
+(the version schema is read from the catalog after it ran)."""
 
 from __future__ import annotations
 
