@@ -18,7 +18,7 @@ from psycopg import sql
 
 from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import install_dag_file, run_dag, states
-from tests.engine.operations.conftest import dump_schema
+from tests.engine.operations.conftest import build, dump_schema
 
 
 @pytest.fixture
@@ -122,6 +122,29 @@ def run_with_writers(dag_file: Path, migration_id: str, *writers: Writer) -> Any
             writer.stop.set()
         for writer in writers:
             writer.join(10)
+
+
+def migrate_with_both_writing(
+    tmp: Path,
+    airflow_home: Path,
+    dsn: str,
+    migration_id: str,
+    before: str,
+    operations: list[dict[str, Any]],
+    old_code: Mapping[str, str],
+    new_code: Mapping[str, str],
+) -> tuple[dict[str, str], Writer, Writer]:
+    """Build ``before``, then run the migration to its end with an old-code and a new-code writer; asserts
+    it succeeded and that neither writer got an error. Returns the task states and the two writers."""
+    build(dsn, before)
+    dag_file = install_migration(tmp, airflow_home, migration_id, operations)
+    old = Writer(dsn, migration_id, old_code, new_code=False)
+    new = Writer(dsn, migration_id, new_code, new_code=True)
+    run = run_with_writers(dag_file, migration_id, old, new)
+    result = states(run)
+    assert str(run.state) == "success", result
+    assert not old.errors and not new.errors, (old.errors[:3], new.errors[:3])
+    return result, old, new
 
 
 def ledger_phase(dsn: str, migration_id: str) -> str | None:

@@ -13,11 +13,10 @@ from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import run_dag, states
 from tests.dags.operations_support import (
     INJECTED_FAILURE,
-    Writer,
     check_rolled_back,
     install_migration,
     ledger_phase,
-    run_with_writers,
+    migrate_with_both_writing,
 )
 from tests.engine.operations.conftest import build, dump_schema
 
@@ -80,18 +79,13 @@ def test_operations_migration_runs_to_completion_with_both_code_versions_writing
     reference_dsn: str,
     migration_id: str,
 ) -> None:
-    build(pg_dsn, BEFORE)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, OPERATIONS)
-    old = Writer(pg_dsn, migration_id, OLD_CODE, new_code=False)
-    new = Writer(pg_dsn, migration_id, NEW_CODE, new_code=True)
-    run = run_with_writers(dag_file, migration_id, old, new)
-    result = states(run)
-    assert str(run.state) == "success", result
+    result, old, new = migrate_with_both_writing(
+        tmp_path, airflow_home, pg_dsn, migration_id, BEFORE, OPERATIONS, OLD_CODE, NEW_CODE
+    )
     assert {k: v for k, v in result.items() if k.startswith(("backfill", "index"))} == {
         "backfill.products": "success",
         "index.idx_products_slug": "success",
     }
-    assert not old.errors and not new.errors, (old.errors, new.errors)
     assert old.gone and old.rows["insert"] and new.rows["insert"]
     build(reference_dsn, AFTER)
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)

@@ -11,14 +11,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.dags.harness import run_dag, states
+from tests.dags.harness import run_dag
 from tests.dags.operations_support import (
     INJECTED_FAILURE,
-    Writer,
     check_rolled_back,
     install_migration,
     ledger_phase,
-    run_with_writers,
+    migrate_with_both_writing,
 )
 from tests.engine.operations.conftest import build, dump_schema
 
@@ -99,18 +98,20 @@ def test_rename_table_and_create_constraints_with_both_code_versions_writing(
     reference_dsn: str,
     migration_id: str,
 ) -> None:
-    build(pg_dsn, CONSTRAINTS_BEFORE)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, CONSTRAINTS)
-    old = Writer(pg_dsn, migration_id, CONSTRAINTS_OLD_CODE, new_code=False)
-    new = Writer(pg_dsn, migration_id, CONSTRAINTS_NEW_CODE, new_code=True)
-    run = run_with_writers(dag_file, migration_id, old, new)
-    result = states(run)
-    assert str(run.state) == "success", result
+    result, old, new = migrate_with_both_writing(
+        tmp_path,
+        airflow_home,
+        pg_dsn,
+        migration_id,
+        CONSTRAINTS_BEFORE,
+        CONSTRAINTS,
+        CONSTRAINTS_OLD_CODE,
+        CONSTRAINTS_NEW_CODE,
+    )
     assert {k: v for k, v in result.items() if k.startswith(("backfill", "index"))} == {
         "backfill.orders": "success",
         "index.orders_sku_unique": "success",
     }
-    assert not old.errors and not new.errors, (old.errors[:3], new.errors[:3])
     assert old.gone and old.rows["order"] and new.rows["order"]
     build(reference_dsn, CONSTRAINTS_AFTER)
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)
@@ -194,17 +195,12 @@ def test_drop_constraints_drop_table_and_on_complete_sql_with_both_code_versions
     reference_dsn: str,
     migration_id: str,
 ) -> None:
-    build(pg_dsn, DROPS_BEFORE)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, DROPS)
-    old = Writer(pg_dsn, migration_id, DROPS_OLD_CODE, new_code=False)
-    new = Writer(pg_dsn, migration_id, DROPS_NEW_CODE, new_code=True)
-    run = run_with_writers(dag_file, migration_id, old, new)
-    result = states(run)
-    assert str(run.state) == "success", result
+    result, old, new = migrate_with_both_writing(
+        tmp_path, airflow_home, pg_dsn, migration_id, DROPS_BEFORE, DROPS, DROPS_OLD_CODE, DROPS_NEW_CODE
+    )
     assert {k: v for k, v in result.items() if k.startswith(("backfill", "index"))} == {
         "backfill.posts": "success"
     }
-    assert not old.errors and not new.errors, (old.errors[:3], new.errors[:3])
     assert old.gone and old.rows["legacy"] and new.rows["post"]
     build(reference_dsn, DROPS_AFTER)
     assert dump_schema(pg_dsn) == dump_schema(reference_dsn)
@@ -259,14 +255,9 @@ def test_sql_operation_runs_to_completion_with_both_code_versions_writing(
     reference_dsn: str,
     migration_id: str,
 ) -> None:
-    build(pg_dsn, SQL_BEFORE)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, SQL)
-    old = Writer(pg_dsn, migration_id, SQL_OLD_CODE, new_code=False)
-    new = Writer(pg_dsn, migration_id, SQL_NEW_CODE, new_code=True)
-    run = run_with_writers(dag_file, migration_id, old, new)
-    result = states(run)
-    assert str(run.state) == "success", result
-    assert not old.errors and not new.errors, (old.errors[:3], new.errors[:3])
+    _, old, new = migrate_with_both_writing(
+        tmp_path, airflow_home, pg_dsn, migration_id, SQL_BEFORE, SQL, SQL_OLD_CODE, SQL_NEW_CODE
+    )
     assert not old.gone  # the contract changed nothing old code uses
     assert old.rows["note"] and new.rows["tag"]
     assert max(n for (n,) in old.rows["sees_new"]) > 0 and max(n for (n,) in new.rows["sees_old"]) > 0
