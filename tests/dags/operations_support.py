@@ -153,14 +153,20 @@ def ledger_phase(dsn: str, migration_id: str) -> str | None:
     return None if record is None else record.phase
 
 
-def check_rolled_back(run: Any, dsn: str, migration_id: str, before: str) -> None:
-    """A run that failed after its expand: rolled back to ``before`` exactly, version schema and triggers
-    gone, the contract never ran, the ledger's phase ``rolled_back``."""
+def fail_after_expand(
+    tmp: Path, airflow_home: Path, dsn: str, migration_id: str, before: str, operations: list[dict[str, Any]]
+) -> None:
+    """Build ``before``, run the migration with a verify after the expand that fails, and check the run
+    rolled back to exactly that schema, version schema and triggers gone, the ledger's phase ``rolled_back``."""
+    build(dsn, before)
+    schema = dump_schema(dsn)
+    dag_file = install_migration(tmp, airflow_home, migration_id, operations, verify=[INJECTED_FAILURE])
+    run = run_dag(dag_file, migration_id)
     result = states(run)
     assert str(run.state) == "failed", result
     assert result["expand"] == "success" and result["rollback"] == "success", result
     assert result["contract"] == "upstream_failed", result
-    assert dump_schema(dsn) == before
+    assert dump_schema(dsn) == schema
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regnamespace(%s)", (migration_id,)).fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal").fetchone() == (0,)

@@ -9,11 +9,8 @@ from typing import Any
 
 import psycopg
 
-from tests.dags.harness import run_dag
 from tests.dags.operations_support import (
-    INJECTED_FAILURE,
-    check_rolled_back,
-    install_migration,
+    fail_after_expand,
     ledger_phase,
     migrate_with_both_writing,
 )
@@ -124,7 +121,4 @@ def test_column_operations_run_to_completion_with_both_code_versions_writing(
 def test_failure_after_expand_rolls_back_to_the_same_schema(
     tmp_path: Path, airflow_home: Path, airflow_conn: dict[str, str], pg_dsn: str, migration_id: str
 ) -> None:
-    build(pg_dsn, BEFORE)
-    before = dump_schema(pg_dsn)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, OPERATIONS, verify=[INJECTED_FAILURE])
-    check_rolled_back(run_dag(dag_file, migration_id), pg_dsn, migration_id, before)
+    fail_after_expand(tmp_path, airflow_home, pg_dsn, migration_id, BEFORE, OPERATIONS)

@@ -12,8 +12,7 @@ from psycopg import sql
 from airflow_provider_expand.engine.ledger.store import Ledger
 from tests.dags.harness import run_dag, states
 from tests.dags.operations_support import (
-    INJECTED_FAILURE,
-    check_rolled_back,
+    fail_after_expand,
     install_migration,
     ledger_phase,
     migrate_with_both_writing,
@@ -103,10 +102,7 @@ def test_operations_migration_runs_to_completion_with_both_code_versions_writing
 def test_failure_after_expand_rolls_back_to_the_same_schema(
     tmp_path: Path, airflow_home: Path, airflow_conn: dict[str, str], pg_dsn: str, migration_id: str
 ) -> None:
-    build(pg_dsn, BEFORE)
-    before = dump_schema(pg_dsn)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, OPERATIONS, verify=[INJECTED_FAILURE])
-    check_rolled_back(run_dag(dag_file, migration_id), pg_dsn, migration_id, before)
+    fail_after_expand(tmp_path, airflow_home, pg_dsn, migration_id, BEFORE, OPERATIONS)
 
 
 def test_begin_refuses_while_another_migration_holds_the_table(

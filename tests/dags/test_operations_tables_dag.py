@@ -11,11 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.dags.harness import run_dag
 from tests.dags.operations_support import (
-    INJECTED_FAILURE,
-    check_rolled_back,
-    install_migration,
+    fail_after_expand,
     ledger_phase,
     migrate_with_both_writing,
 )
@@ -276,11 +273,7 @@ def test_sql_operation_runs_to_completion_with_both_code_versions_writing(
 def test_failure_after_a_sql_operations_expand_runs_its_down_back_to_the_same_schema(
     tmp_path: Path, airflow_home: Path, airflow_conn: dict[str, str], pg_dsn: str, migration_id: str
 ) -> None:
-    build(pg_dsn, SQL_BEFORE)
-    before = dump_schema(pg_dsn)
-    dag_file = install_migration(tmp_path, airflow_home, migration_id, SQL, verify=[INJECTED_FAILURE])
-    run = run_dag(dag_file, migration_id)
-    check_rolled_back(run, pg_dsn, migration_id, before)
+    fail_after_expand(tmp_path, airflow_home, pg_dsn, migration_id, SQL_BEFORE, SQL)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # down dropped what up made; the rows stayed
         assert conn.execute("SELECT to_regclass('public.tags')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM notes").fetchone() == (500,)

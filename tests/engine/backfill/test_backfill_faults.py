@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -31,7 +32,7 @@ from airflow_provider_expand.engine.errors import (
     TransientError,
 )
 from airflow_provider_expand.engine.ledger.lock import partition_key
-from airflow_provider_expand.engine.ledger.store import Ledger
+from airflow_provider_expand.engine.ledger.store import Ledger, StepRecord
 
 LOG = logging.getLogger("test.backfill")
 WHERE = "name IS NULL AND title IS NOT NULL"
@@ -58,6 +59,29 @@ def _count(conn: psycopg.Connection, query: str, *params: object) -> int:
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _release_when(
+    dsn: str, blocker: psycopg.Connection, passed: Callable[[StepRecord], bool]
+) -> threading.Thread:
+    """A thread that ends ``blocker``'s transaction (the app's row locks) once the step's ledger row says
+    ``passed`` (or after 60 s); join it after the backfill."""
+
+    def release() -> None:
+        ledger = Ledger()
+        with psycopg.connect(dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
+                    step = ledger.step(watcher, "m", "backfill:products")
+                    if step is not None and passed(step):
+                        break
+                time.sleep(0.01)
+        blocker.rollback()
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    return releaser
 
 
 def _products(conn: psycopg.Connection, rows: int) -> int:
@@ -218,21 +242,7 @@ def test_a_sweep_chunk_that_hits_statement_timeout_is_split(
     to_do = _products(pg_conn, 3_000)
     blocker = psycopg.connect(pg_dsn)
     blocker.execute("SELECT 1 FROM products WHERE id <= 1000 FOR UPDATE")
-    ledger = Ledger()
-
-    def release_when_passed() -> None:
-        with psycopg.connect(pg_dsn, autocommit=True) as watcher:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
-                    step = ledger.step(watcher, "m", "backfill:products")
-                    if step is not None and step.last_key is not None:
-                        break
-                time.sleep(0.01)
-        blocker.rollback()
-
-    releaser = threading.Thread(target=release_when_passed, daemon=True)
-    releaser.start()
+    releaser = _release_when(pg_dsn, blocker, lambda step: step.last_key is not None)
     # In the sweep the 1,000 keys hold 10 rows of 0.04 s each (0.4 s, over the 0.3 s timeout); 500 pass.
     spec = dataclasses.replace(
         SPEC,
@@ -363,21 +373,7 @@ def test_a_window_that_waits_on_an_app_row_lock_is_run_again_skipping_locked_row
     to_do = _products(pg_conn, 5_000)
     blocker = psycopg.connect(pg_dsn)
     blocker.execute("SELECT 1 FROM products WHERE id BETWEEN 501 AND 510 FOR UPDATE")
-    ledger = Ledger()
-
-    def release_when_passed() -> None:
-        with psycopg.connect(pg_dsn, autocommit=True) as watcher:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if _count(watcher, "SELECT (to_regclass('airflow_expand.steps') IS NOT NULL)::int"):
-                    step = ledger.step(watcher, "m", "backfill:products")
-                    if step is not None and step.rows_done >= 3_000:
-                        break
-                time.sleep(0.01)
-        blocker.rollback()
-
-    releaser = threading.Thread(target=release_when_passed, daemon=True)
-    releaser.start()
+    releaser = _release_when(pg_dsn, blocker, lambda step: step.rows_done >= 3_000)
     spec = dataclasses.replace(SPEC, batch_size=500, pause=dt.timedelta(milliseconds=20))
     caplog.set_level(logging.INFO, logger=LOG.name)
     try:
